@@ -1,1 +1,72 @@
-"""scoresde."""
+"""scoresde: score-based diffusion models as stochastic differential equations.
+
+The public API in one import:
+
+```python
+from scoresde import VPSDE, SubVPSDE, VESDE, ScoreModel
+```
+
+See the documentation's tutorials for the mathematics behind each piece.
+"""
+
+from . import analytic, noise, parameterization
+from ._checks import validation, validation_enabled
+from .analytic import DiffusedMixture, GaussianMixture
+from .noise import CosineSchedule, InterpolatedSchedule, LinearSchedule, VPSchedule
+from .parameterization import (
+    PREDICTIONS,
+    ScoreModel,
+    convert,
+    eps_to_score,
+    eps_to_v,
+    eps_to_x0,
+    score_to_eps,
+    score_to_x0,
+    tweedie_denoiser,
+    v_to_eps,
+    v_to_x0,
+    x0_to_eps,
+    x0_to_score,
+    x0_to_v,
+)
+from .schedules import DDPMSchedule, NCSNSchedule
+from .sde import SDE, VESDE, VPSDE, ForwardSDE, ProbabilityFlowODE, ReverseSDE, SubVPSDE
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SDE",
+    "VPSDE",
+    "SubVPSDE",
+    "VESDE",
+    "ReverseSDE",
+    "ProbabilityFlowODE",
+    "ForwardSDE",
+    "VPSchedule",
+    "LinearSchedule",
+    "CosineSchedule",
+    "InterpolatedSchedule",
+    "DDPMSchedule",
+    "NCSNSchedule",
+    "ScoreModel",
+    "PREDICTIONS",
+    "convert",
+    "eps_to_score",
+    "score_to_eps",
+    "eps_to_x0",
+    "x0_to_eps",
+    "score_to_x0",
+    "x0_to_score",
+    "tweedie_denoiser",
+    "eps_to_v",
+    "v_to_eps",
+    "x0_to_v",
+    "v_to_x0",
+    "GaussianMixture",
+    "DiffusedMixture",
+    "validation",
+    "validation_enabled",
+    "analytic",
+    "noise",
+    "parameterization",
+]

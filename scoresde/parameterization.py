@@ -1,0 +1,235 @@
+r"""Parameterisations of a denoiser: noise $\varepsilon$, score, clean data $x_0$ and velocity $v$.
+
+Given the transition $x_t = \alpha_t x_0 + \sigma_t\varepsilon$, a network may predict any
+of four equivalent quantities; these pure functions convert between them exactly:
+
+| quantity | in terms of $\varepsilon$ |
+|---|---|
+| score $\nabla_x\log p_t(x_t)$ | $-\varepsilon/\sigma_t$ |
+| denoised $\hat x_0$ (Tweedie) | $(x_t - \sigma_t\varepsilon)/\alpha_t = (x_t + \sigma_t^2\,\text{score})/\alpha_t$ |
+| velocity $v$ | $\alpha_t\varepsilon - \sigma_t x_0$ |
+
+For the exact (Bayes-optimal) predictors the table holds with conditional expectations:
+$E[\varepsilon\mid x_t] = -\sigma_t\nabla\log p_t(x_t)$ and Tweedie's formula
+$E[x_0\mid x_t] = (x_t + \sigma_t^2\nabla\log p_t(x_t))/\alpha_t$.
+
+`alpha` and `sigma` may be numbers, 0-d tensors or per-sample `(B,)` tensors; they are
+broadcast against `x_t` `(B, ...)` through [`append_dims`][scoresde._checks.append_dims].
+The $v$ formulas invert the 2x2 system in general
+($x_0 = (\alpha x_t - \sigma v)/(\alpha^2+\sigma^2)$), so they hold for VE and sub-VP too.
+
+References: Ho et al. 2020 ($\varepsilon$); Efron 2011, *Tweedie's formula and selection
+bias* (Tweedie); Salimans & Ho, *Progressive Distillation*, ICLR 2022 ($v$).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ._checks import append_dims, as_time, check_batched
+
+__all__ = [
+    "PREDICTIONS",
+    "eps_to_score",
+    "score_to_eps",
+    "eps_to_x0",
+    "x0_to_eps",
+    "score_to_x0",
+    "x0_to_score",
+    "eps_to_v",
+    "v_to_eps",
+    "x0_to_v",
+    "v_to_x0",
+    "tweedie_denoiser",
+    "convert",
+    "ScoreModel",
+]
+
+#: The prediction types a network may have.
+PREDICTIONS = ("eps", "score", "x0", "v")
+
+
+def _b(c: Tensor | float, x: Tensor) -> Tensor | float:
+    return append_dims(c, x.ndim) if isinstance(c, Tensor) else c
+
+
+def eps_to_score(eps: Tensor, sigma: Tensor | float) -> Tensor:
+    r"""$\nabla\log p_t = -\varepsilon/\sigma_t$."""
+    return -eps / _b(sigma, eps)
+
+
+def score_to_eps(score: Tensor, sigma: Tensor | float) -> Tensor:
+    r"""$\varepsilon = -\sigma_t\nabla\log p_t$."""
+    return -score * _b(sigma, score)
+
+
+def eps_to_x0(eps: Tensor, x_t: Tensor, alpha: Tensor | float, sigma: Tensor | float) -> Tensor:
+    r"""$x_0 = (x_t - \sigma_t\varepsilon)/\alpha_t$."""
+    return (x_t - _b(sigma, x_t) * eps) / _b(alpha, x_t)
+
+
+def x0_to_eps(x0: Tensor, x_t: Tensor, alpha: Tensor | float, sigma: Tensor | float) -> Tensor:
+    r"""$\varepsilon = (x_t - \alpha_t x_0)/\sigma_t$."""
+    return (x_t - _b(alpha, x_t) * x0) / _b(sigma, x_t)
+
+
+def score_to_x0(score: Tensor, x_t: Tensor, alpha: Tensor | float, sigma: Tensor | float) -> Tensor:
+    r"""Tweedie's formula $E[x_0\mid x_t] = (x_t + \sigma_t^2\nabla\log p_t(x_t))/\alpha_t$."""
+    s = _b(sigma, x_t)
+    return (x_t + s * s * score) / _b(alpha, x_t)
+
+
+#: Tweedie's denoiser, an alias of [`score_to_x0`][scoresde.parameterization.score_to_x0].
+tweedie_denoiser = score_to_x0
+
+
+def x0_to_score(x0: Tensor, x_t: Tensor, alpha: Tensor | float, sigma: Tensor | float) -> Tensor:
+    r"""$\nabla\log p_t = (\alpha_t x_0 - x_t)/\sigma_t^2$ (Tweedie inverted)."""
+    s = _b(sigma, x_t)
+    return (_b(alpha, x_t) * x0 - x_t) / (s * s)
+
+
+def eps_to_v(eps: Tensor, x_t: Tensor, alpha: Tensor | float, sigma: Tensor | float) -> Tensor:
+    r"""$v = \alpha_t\varepsilon - \sigma_t x_0$ with $x_0$ from $(x_t, \varepsilon)$, i.e. $v = ((\alpha^2+\sigma^2)\varepsilon - \sigma x_t)/\alpha$."""
+    a, s = _b(alpha, x_t), _b(sigma, x_t)
+    return ((a * a + s * s) * eps - s * x_t) / a
+
+
+def v_to_eps(v: Tensor, x_t: Tensor, alpha: Tensor | float, sigma: Tensor | float) -> Tensor:
+    r"""$\varepsilon = (\sigma_t x_t + \alpha_t v)/(\alpha_t^2 + \sigma_t^2)$."""
+    a, s = _b(alpha, x_t), _b(sigma, x_t)
+    return (s * x_t + a * v) / (a * a + s * s)
+
+
+def x0_to_v(x0: Tensor, x_t: Tensor, alpha: Tensor | float, sigma: Tensor | float) -> Tensor:
+    r"""$v = \alpha_t\varepsilon - \sigma_t x_0$ with $\varepsilon$ from $(x_t, x_0)$."""
+    return _b(alpha, x_t) * x0_to_eps(x0, x_t, alpha, sigma) - _b(sigma, x_t) * x0
+
+
+def v_to_x0(v: Tensor, x_t: Tensor, alpha: Tensor | float, sigma: Tensor | float) -> Tensor:
+    r"""$x_0 = (\alpha_t x_t - \sigma_t v)/(\alpha_t^2 + \sigma_t^2)$."""
+    a, s = _b(alpha, x_t), _b(sigma, x_t)
+    return (a * x_t - s * v) / (a * a + s * s)
+
+
+_TO_EPS: dict[str, Callable] = {
+    "eps": lambda p, x, a, s: p,
+    "score": lambda p, x, a, s: score_to_eps(p, s),
+    "x0": x0_to_eps,
+    "v": v_to_eps,
+}
+_FROM_EPS: dict[str, Callable] = {
+    "eps": lambda e, x, a, s: e,
+    "score": lambda e, x, a, s: eps_to_score(e, s),
+    "x0": eps_to_x0,
+    "v": eps_to_v,
+}
+
+
+def _check_prediction(name: str, value: str) -> str:
+    if value not in PREDICTIONS:
+        raise ValueError(f"{name}: expected one of {PREDICTIONS}, got {value!r}")
+    return value
+
+
+def convert(
+    value: Tensor,
+    x_t: Tensor,
+    alpha: Tensor | float,
+    sigma: Tensor | float,
+    *,
+    source: str,
+    target: str,
+) -> Tensor:
+    """Convert a prediction of type `source` to type `target` (each one of `PREDICTIONS`).
+
+    Example:
+        ```python
+        x0 = convert(eps, x_t, alpha, sigma, source="eps", target="x0")
+        ```
+    """
+    _check_prediction("source", source)
+    _check_prediction("target", target)
+    if source == target:
+        return value
+    if {source, target} == {"score", "x0"}:  # the direct Tweedie forms avoid a 1/sigma
+        return score_to_x0(value, x_t, alpha, sigma) if source == "score" else x0_to_score(value, x_t, alpha, sigma)
+    return _FROM_EPS[target](_TO_EPS[source](value, x_t, alpha, sigma), x_t, alpha, sigma)
+
+
+class ScoreModel(nn.Module):
+    r"""A network with its prediction type and SDE, answering every parameterisation.
+
+    `ScoreModel(net, sde, prediction="eps")` calls `net(x, t_in, **cond)` and converts its
+    output with the SDE's $(\alpha_t, \sigma_t)$. The network's time input `t_in` is the
+    continuous time `t` as a `(B,)` tensor by default; `time_input` maps it to what the
+    network was trained on, for example the DDPM step index
+    (`time_input=schedule.index_of_t`), NCSN's level, or $\sigma_t$.
+
+    A `ScoreModel` is itself a score callable (`model(x, t)` is `model.score(x, t)`), so
+    it plugs into every sampler, guidance function and solver. It is an `nn.Module`:
+    `.to(device)`, `.parameters()` and `state_dict()` reach the network.
+
+    Arguments:
+        net: a callable `net(x, t_in, **cond)` returning a tensor shaped like `x`.
+        sde: the [`SDE`][scoresde.SDE] the network was trained with.
+        prediction: what the network predicts: `"eps"`, `"score"`, `"x0"` or `"v"`.
+        time_input: optional map from continuous `t` `(B,)` to the network's time input.
+    """
+
+    def __init__(self, net: Callable, sde, prediction: str = "eps", time_input: Callable | None = None):
+        super().__init__()
+        from .sde import SDE
+
+        if not callable(net):
+            raise TypeError(f"net: expected a callable net(x, t, **cond), got {type(net).__name__}")
+        if not isinstance(sde, SDE):
+            raise TypeError(f"sde: expected a scoresde.SDE (VPSDE, SubVPSDE, VESDE, ...), got {type(sde).__name__}")
+        if time_input is not None and not callable(time_input):
+            raise TypeError(f"time_input: expected a callable or None, got {type(time_input).__name__}")
+        self.net = net
+        self.sde = sde
+        self.prediction = _check_prediction("prediction", prediction)
+        self.time_input = time_input
+
+    def predict(self, x: Tensor, t: float | Tensor, target: str, **cond) -> Tensor:
+        """The network's prediction at `(x, t)` converted to `target` (one of `PREDICTIONS`)."""
+        _check_prediction("target", target)
+        x = check_batched("x", x)
+        t = as_time(t, like=x, T=self.sde.T)
+        if t.ndim == 0 or t.shape[0] != x.shape[0]:
+            t = t.expand(x.shape[0])
+        t_in = self.time_input(t) if self.time_input is not None else t
+        out = self.net(x, t_in, **cond)
+        if not isinstance(out, Tensor) or out.shape != x.shape:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(f"net: expected an output shaped like x, {tuple(x.shape)}, got {got}")
+        if target == self.prediction:
+            return out
+        alpha, sigma = self.sde._marginal(t)
+        return convert(out, x, alpha, sigma, source=self.prediction, target=target)
+
+    def score(self, x: Tensor, t: float | Tensor, **cond) -> Tensor:
+        r"""$\nabla_x\log p_t(x)$ as the network estimates it."""
+        return self.predict(x, t, "score", **cond)
+
+    def eps(self, x: Tensor, t: float | Tensor, **cond) -> Tensor:
+        r"""The noise estimate $\hat\varepsilon(x, t)$."""
+        return self.predict(x, t, "eps", **cond)
+
+    def x0(self, x: Tensor, t: float | Tensor, **cond) -> Tensor:
+        r"""The denoised estimate $\hat x_0(x, t)$ (Tweedie's formula for a score network)."""
+        return self.predict(x, t, "x0", **cond)
+
+    def v(self, x: Tensor, t: float | Tensor, **cond) -> Tensor:
+        r"""The velocity estimate $\hat v = \alpha_t\hat\varepsilon - \sigma_t\hat x_0$."""
+        return self.predict(x, t, "v", **cond)
+
+    def forward(self, x: Tensor, t: float | Tensor, **cond) -> Tensor:
+        return self.score(x, t, **cond)
+
+    def extra_repr(self) -> str:
+        return f"sde={self.sde!r}, prediction={self.prediction!r}"

@@ -1,0 +1,511 @@
+r"""Forward SDEs of score-based diffusion models, and their reverses.
+
+Every SDE here is linear in $x$ with a time-only noise scale,
+
+$$dx = f(t)\,x\,dt + g(t)\,dw, \qquad t \in [0, T],$$
+
+so the transition from clean data is Gaussian, $x_t \mid x_0 \sim
+\mathcal N(\alpha_t x_0, \sigma_t^2 I)$, with $\tfrac{d}{dt}\log\alpha_t = f(t)$ and
+$\tfrac{d}{dt}\sigma_t^2 = 2 f(t)\sigma_t^2 + g(t)^2$. A subclass supplies $f$, $g$ and
+$(\alpha_t, \sigma_t)$ in closed form, the log-SNR $\lambda_t = \log(\alpha_t^2/\sigma_t^2)$
+and its inverse, and a prior; everything else (perturbation, prior sampling, the reverse
+SDE and the probability-flow ODE) is shared, with no branch on the SDE's type.
+
+Reference: Song et al., *Score-Based Generative Modeling through Stochastic Differential
+Equations*, ICLR 2021.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from ._checks import (
+    append_dims,
+    as_time,
+    check_batched,
+    check_float_tensor,
+    check_int,
+    check_positive_finite,
+)
+from .noise import CosineSchedule, InterpolatedSchedule, LinearSchedule, VPSchedule
+
+__all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "ReverseSDE", "ProbabilityFlowODE", "ForwardSDE"]
+
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
+
+
+class SDE(abc.ABC):
+    r"""A forward diffusion SDE $dx = f(t)\,x\,dt + g(t)\,dw$ on $[0, T]$.
+
+    Subclasses implement the protected, unchecked `_drift_coef`, `_diffusion`,
+    `_marginal`, `_log_snr`, `_t_from_log_snr` and the prior's standard deviation; the
+    public methods validate their inputs and broadcast through one helper, so any data
+    shape `(B, ...)` works and `t` may be a number, a 0-d tensor or a `(B,)` tensor.
+    """
+
+    T: float
+    #: The noise of the forward and reverse SDEs does not depend on x.
+    noise_type = "additive"
+
+    # ------------------------------------------------------------------ to implement
+    @abc.abstractmethod
+    def _drift_coef(self, t: Tensor) -> Tensor:
+        """f(t), shaped like t."""
+
+    @abc.abstractmethod
+    def _diffusion(self, t: Tensor) -> Tensor:
+        """g(t), shaped like t."""
+
+    @abc.abstractmethod
+    def _marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(alpha_t, sigma_t), shaped like t."""
+
+    @abc.abstractmethod
+    def _log_snr(self, t: Tensor) -> Tensor:
+        """log(alpha_t^2 / sigma_t^2), shaped like t."""
+
+    @abc.abstractmethod
+    def _t_from_log_snr(self, lam: Tensor) -> Tensor:
+        """The inverse of `_log_snr`."""
+
+    @property
+    @abc.abstractmethod
+    def prior_std(self) -> float:
+        """Standard deviation of the isotropic Gaussian prior at t = T."""
+
+    @abc.abstractmethod
+    def params(self) -> dict:
+        """Constructor arguments that identify the SDE (equality, repr, checkpoints)."""
+
+    @abc.abstractmethod
+    def discretize(self, N: int):
+        """The discrete chain (DDPM or NCSN schedule) with N noise levels."""
+
+    # ------------------------------------------------------------------ public API
+    def _time(self, t: float | Tensor, like: Tensor | None = None, name: str = "t") -> Tensor:
+        return as_time(t, like=like, T=self.T, name=name)
+
+    def drift_coef(self, t: float | Tensor) -> Tensor:
+        r"""The linear drift coefficient $f(t)$ (the drift is $f(t)\,x$)."""
+        return self._drift_coef(self._time(t))
+
+    def drift(self, x: Tensor, t: float | Tensor) -> Tensor:
+        r"""The forward drift $f(t)\,x$, shaped like `x`."""
+        x = check_batched("x", x)
+        t = self._time(t, like=x)
+        return append_dims(self._drift_coef(t), x.ndim) * x
+
+    def diffusion(self, t: float | Tensor) -> Tensor:
+        r"""The diffusion coefficient $g(t)$, shaped like `t`."""
+        return self._diffusion(self._time(t))
+
+    def marginal(self, t: float | Tensor) -> tuple[Tensor, Tensor]:
+        r"""$(\alpha_t, \sigma_t)$ with $x_t \mid x_0 \sim \mathcal N(\alpha_t x_0, \sigma_t^2 I)$, shaped like `t`."""
+        return self._marginal(self._time(t))
+
+    def perturb(
+        self,
+        x0: Tensor,
+        t: float | Tensor,
+        noise: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        r"""Draw $x_t = \alpha_t x_0 + \sigma_t\,\varepsilon$ from the transition kernel.
+
+        Arguments:
+            x0: clean data `(B, ...)`.
+            t: a number or a `(B,)` tensor of times in $[0, T]$.
+            noise: $\varepsilon$, shaped like `x0`; drawn from `generator` when omitted.
+            generator: source of $\varepsilon$ when `noise` is omitted.
+        """
+        x0 = check_batched("x0", x0)
+        t = self._time(t, like=x0)
+        if noise is None:
+            noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        else:
+            check_float_tensor("noise", noise)
+            if noise.shape != x0.shape:
+                raise ValueError(
+                    f"noise: expected the shape of x0, {tuple(x0.shape)}, got {tuple(noise.shape)}"
+                )
+        alpha, sigma = self._marginal(t)
+        return append_dims(alpha, x0.ndim) * x0 + append_dims(sigma, x0.ndim) * noise
+
+    def log_snr(self, t: float | Tensor) -> Tensor:
+        r"""$\lambda_t = \log(\alpha_t^2 / \sigma_t^2)$, decreasing in $t$."""
+        return self._log_snr(self._time(t))
+
+    def t_from_log_snr(self, lam: float | Tensor) -> Tensor:
+        r"""The time $t$ with $\lambda_t$ equal to `lam` (inverse of [`log_snr`][scoresde.SDE.log_snr])."""
+        lam = as_time(lam, name="lam")
+        return self._t_from_log_snr(lam)
+
+    def prior_sample(
+        self,
+        shape: Sequence[int],
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        r"""Draw from the prior $\mathcal N(0, \sigma_{\text{prior}}^2 I)$ that stands in for $p_T$."""
+        shape = _check_shape("shape", shape)
+        if generator is not None and device is None:
+            device = generator.device
+        z = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        return z * self.prior_std
+
+    def prior_logp(self, x: Tensor) -> Tensor:
+        r"""Log-density of the prior at each sample of `x` `(B, ...)`, shape `(B,)`."""
+        x = check_batched("x", x)
+        d = x[0].numel()
+        s2 = self.prior_std**2
+        sq = x.reshape(x.shape[0], -1).pow(2).sum(-1)
+        return -0.5 * d * math.log(2 * math.pi * s2) - 0.5 * sq / s2
+
+    def reverse(self, score: ScoreFn, probability_flow: bool = False) -> "ReverseSDE | ProbabilityFlowODE":
+        r"""The reverse-time SDE (or, with `probability_flow=True`, the probability-flow ODE).
+
+        Reverse SDE: $dx = [f(t)x - g(t)^2\,\nabla_x\log p_t(x)]\,dt + g(t)\,d\bar w$,
+        integrated from $t=T$ down to $0$ (a negative time step). Probability flow:
+        $\frac{dx}{dt} = f(t)x - \tfrac12 g(t)^2\,\nabla_x\log p_t(x)$, which shares the
+        marginals $p_t$ (Song et al. 2021, eqs. 6 and 13). The returned objects follow the
+        `solvers` problem protocol (`drift(x, t)`/`diffusion(x, t)`, `vector_field(x, t)`).
+
+        Arguments:
+            score: any callable `score(x, t)` returning $\nabla_x\log p_t(x)$ shaped like `x`.
+            probability_flow: return the ODE instead of the SDE.
+        """
+        if not callable(score):
+            raise TypeError(f"score: expected a callable score(x, t), got {type(score).__name__}")
+        if not isinstance(probability_flow, bool):
+            raise TypeError(f"probability_flow: expected a bool, got {probability_flow!r}")
+        if probability_flow:
+            return ProbabilityFlowODE(self, score)
+        return ReverseSDE(self, score)
+
+    def as_problem(self) -> "ForwardSDE":
+        """The forward SDE as a `solvers` problem (`drift(x, t)`, `diffusion(x, t)`)."""
+        return ForwardSDE(self)
+
+    # ------------------------------------------------------------------ dunder
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.params() == other.params()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, repr(self.params())))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _check_shape(name: str, shape: Sequence[int]) -> tuple[int, ...]:
+    if isinstance(shape, int):
+        shape = (shape,)
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise TypeError(f"{name}: expected a sequence of ints, got {shape!r}") from None
+    if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
+        raise ValueError(f"{name}: expected a non-empty sequence of positive ints, got {shape!r}")
+    return shape
+
+
+class _VPFamily(SDE):
+    """Shared machinery of VP and sub-VP: a VP noise schedule gives alpha_t and f(t)."""
+
+    def __init__(
+        self,
+        beta_min: float = 0.1,
+        beta_max: float = 20.0,
+        T: float = 1.0,
+        schedule: str | VPSchedule = "linear",
+    ):
+        if isinstance(schedule, VPSchedule):
+            self.schedule = schedule
+        elif schedule == "linear":
+            self.schedule = LinearSchedule(beta_min, beta_max, T)
+        elif schedule == "cosine":
+            self.schedule = CosineSchedule(T=check_positive_finite("T", T))
+        else:
+            raise ValueError(
+                f"schedule: expected 'linear', 'cosine' or a VPSchedule instance, got {schedule!r}"
+            )
+        self.T = self.schedule.T
+
+    @property
+    def beta_min(self) -> float:
+        return getattr(self.schedule, "beta_min", float("nan"))
+
+    @property
+    def beta_max(self) -> float:
+        return getattr(self.schedule, "beta_max", float("nan"))
+
+    def params(self) -> dict:
+        s = self.schedule
+        if isinstance(s, LinearSchedule):
+            return s.params()
+        return {"schedule": s}
+
+    def beta(self, t: float | Tensor) -> Tensor:
+        r"""The noise rate $\beta(t) = -2 f(t)$."""
+        return self.schedule.beta(self._time(t))
+
+    def _drift_coef(self, t: Tensor) -> Tensor:
+        return -0.5 * self.schedule.beta(t)
+
+    @property
+    def prior_std(self) -> float:
+        return 1.0
+
+    def discretize(self, N: int):
+        r"""The DDPM chain with `N` steps (Song et al. 2021, appendix B).
+
+        The linear schedule gives $\beta_i$ evenly spaced from $\beta_{\min}/N$ to
+        $\beta_{\max}/N$, so `VPSDE(0.1, 20).discretize(1000)` is Ho et al.'s chain
+        (betas 1e-4 ... 0.02). Any other schedule gives the chain whose $\bar\alpha_i$ are
+        exactly $\alpha_{t_i}^2$ at $t_i = (i+1)T/N$. `to_sde()` of the result gives back
+        this SDE.
+        """
+        from .schedules import DDPMSchedule
+
+        N = check_int("N", N)
+        s = self.schedule
+        if isinstance(s, LinearSchedule):
+            betas = torch.linspace(s.beta_min / N, s.beta_max / N, N, dtype=torch.float64)
+            return DDPMSchedule(betas, T=self.T, source=self)
+        t = torch.arange(1, N + 1, dtype=torch.float64) * (self.T / N)
+        return DDPMSchedule.from_alphas_cumprod(torch.exp(2.0 * s.log_alpha(t)), T=self.T, source=self)
+
+
+class VPSDE(_VPFamily):
+    r"""The variance-preserving SDE $dx = -\tfrac12\beta(t)\,x\,dt + \sqrt{\beta(t)}\,dw$.
+
+    The continuous limit of DDPM: $\alpha_t = \exp(-\tfrac12\int_0^t\beta)$ and
+    $\sigma_t^2 = 1 - \alpha_t^2$, prior $\mathcal N(0, I)$. The default schedule is linear,
+    $\beta(t) = \beta_{\min} + t(\beta_{\max} - \beta_{\min})$ for $T = 1$ (see
+    [`LinearSchedule`][scoresde.noise.LinearSchedule] for other $T$); `schedule="cosine"`
+    selects Nichol & Dhariwal's, and a [`VPSchedule`][scoresde.noise.VPSchedule] instance
+    any other (for example the interpolated schedule of a discrete chain).
+
+    Arguments:
+        beta_min: $\beta(0)$, default 0.1 (Song et al. 2021).
+        beta_max: $\beta(T)$, default 20.
+        T: time horizon, default 1.
+        schedule: `"linear"`, `"cosine"` or a `VPSchedule`.
+
+    Reference: Song et al., ICLR 2021, eq. (11); Ho, Jain, Abbeel, *Denoising Diffusion
+    Probabilistic Models*, NeurIPS 2020.
+    """
+
+    def _diffusion(self, t: Tensor) -> Tensor:
+        return torch.sqrt(self.schedule.beta(t))
+
+    def _marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        la = self.schedule.log_alpha(t)
+        return torch.exp(la), torch.sqrt(-torch.expm1(2.0 * la))
+
+    def _log_snr(self, t: Tensor) -> Tensor:
+        la = self.schedule.log_alpha(t)
+        return 2.0 * la - torch.log(-torch.expm1(2.0 * la))
+
+    def _t_from_log_snr(self, lam: Tensor) -> Tensor:
+        # alpha^2 = sigmoid(lam), so log(alpha) = -softplus(-lam) / 2.
+        return self.schedule.t_from_log_alpha(-0.5 * torch.nn.functional.softplus(-lam))
+
+
+class SubVPSDE(_VPFamily):
+    r"""The sub-VP SDE $dx = -\tfrac12\beta(t)\,x\,dt + \sqrt{\beta(t)\,(1 - e^{-2\int_0^t\beta})}\,dw$.
+
+    Same mean as the VP SDE, smaller variance: $\sigma_t = 1 - \alpha_t^2$ (a standard
+    deviation, as in Song et al.), so $\sigma_t^2$ stays below the VP variance at every $t$.
+    Prior $\mathcal N(0, I)$.
+
+    Arguments: as [`VPSDE`][scoresde.VPSDE].
+
+    Reference: Song et al., ICLR 2021, eq. (12).
+    """
+
+    def _diffusion(self, t: Tensor) -> Tensor:
+        la = self.schedule.log_alpha(t)
+        return torch.sqrt(self.schedule.beta(t) * -torch.expm1(4.0 * la))
+
+    def _marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        la = self.schedule.log_alpha(t)
+        return torch.exp(la), -torch.expm1(2.0 * la)
+
+    def _log_snr(self, t: Tensor) -> Tensor:
+        la = self.schedule.log_alpha(t)
+        return 2.0 * la - 2.0 * torch.log(-torch.expm1(2.0 * la))
+
+    def _t_from_log_snr(self, lam: Tensor) -> Tensor:
+        # With a = alpha^2 and c = exp(-lam): a / (1 - a)^2 = 1 / c, the root in (0, 1) is
+        # a = 2 / (2 + c + sqrt(c (4 + c))). Computed in float64 (c overflows float32 early).
+        lam64 = lam.double()
+        c = torch.exp(-lam64)
+        a = 2.0 / (2.0 + c + torch.sqrt(c * (4.0 + c)))
+        return self.schedule.t_from_log_alpha(0.5 * torch.log(a)).to(lam.dtype)
+
+
+class VESDE(SDE):
+    r"""The variance-exploding SDE $dx = \sqrt{\tfrac{d\sigma^2(t)}{dt}}\,dw$, $\sigma(t) = \sigma_{\min}(\sigma_{\max}/\sigma_{\min})^{t/T}$.
+
+    The continuous limit of NCSN: $\alpha_t = 1$, $\sigma_t = \sigma(t)$ and
+    $g(t) = \sigma(t)\sqrt{2\log(\sigma_{\max}/\sigma_{\min})/T}$. As in NCSN, whose smallest
+    noise level is $\sigma_{\min}$, time 0 is data perturbed with $\sigma_{\min}$: the
+    marginal $x_t = x_0 + \sigma(t)\,\varepsilon$ is exact for the SDE started from
+    $p_{\text{data}} * \mathcal N(0, \sigma_{\min}^2 I)$. Prior $\mathcal N(0, \sigma_{\max}^2 I)$.
+
+    Arguments:
+        sigma_min: the smallest noise level, default 0.01.
+        sigma_max: the largest noise level, default 50 (Song et al. 2021; choose it near the
+            largest pairwise distance of the data, Song & Ermon 2020).
+        T: time horizon, default 1.
+
+    Reference: Song et al., ICLR 2021, eq. (9); Song & Ermon, *Generative Modeling by
+    Estimating Gradients of the Data Distribution*, NeurIPS 2019.
+    """
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, T: float = 1.0):
+        self.sigma_min = check_positive_finite("sigma_min", sigma_min)
+        self.sigma_max = check_positive_finite("sigma_max", sigma_max)
+        self.T = check_positive_finite("T", T)
+        if self.sigma_max <= self.sigma_min:
+            raise ValueError(
+                f"sigma_max: expected a value > sigma_min = {self.sigma_min!r}, got {self.sigma_max!r}"
+            )
+        self._log_ratio = math.log(self.sigma_max / self.sigma_min)
+
+    def params(self) -> dict:
+        return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "T": self.T}
+
+    def sigma(self, t: float | Tensor) -> Tensor:
+        r"""The noise level $\sigma(t) = \sigma_{\min}(\sigma_{\max}/\sigma_{\min})^{t/T}$."""
+        return self._sigma(self._time(t))
+
+    def _sigma(self, t: Tensor) -> Tensor:
+        return self.sigma_min * torch.exp(self._log_ratio * t / self.T)
+
+    def _drift_coef(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(t)
+
+    def _diffusion(self, t: Tensor) -> Tensor:
+        return self._sigma(t) * math.sqrt(2.0 * self._log_ratio / self.T)
+
+    def _marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.ones_like(t), self._sigma(t)
+
+    def _log_snr(self, t: Tensor) -> Tensor:
+        return -2.0 * torch.log(self._sigma(t))
+
+    def _t_from_log_snr(self, lam: Tensor) -> Tensor:
+        return (-0.5 * lam - math.log(self.sigma_min)) / self._log_ratio * self.T
+
+    @property
+    def prior_std(self) -> float:
+        return self.sigma_max
+
+    def discretize(self, N: int):
+        r"""The NCSN noise levels $\sigma_i = \sigma(iT/(N-1))$, $i = 0..N-1$ (geometric, ascending).
+
+        `to_sde()` of the result gives back this SDE.
+        """
+        from .schedules import NCSNSchedule
+
+        N = check_int("N", N, minimum=2)
+        return NCSNSchedule.geometric(self.sigma_min, self.sigma_max, N, T=self.T)
+
+
+# ---------------------------------------------------------------------- problems
+def _time_like(t: Tensor | float, x: Tensor) -> Tensor:
+    """Times as a tensor on x's device and dtype, without value checks (solver hot path)."""
+    if isinstance(t, Tensor):
+        return t.to(device=x.device, dtype=x.dtype)
+    return torch.tensor(float(t), device=x.device, dtype=x.dtype)
+
+
+def _checked_score(score: ScoreFn, x: Tensor, t: Tensor) -> Tensor:
+    s = score(x, t)
+    if not isinstance(s, Tensor) or s.shape != x.shape:
+        got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
+        raise ValueError(f"score: expected an output shaped like x, {tuple(x.shape)}, got {got}")
+    return s
+
+
+class ForwardSDE:
+    """The forward SDE as a `solvers` problem: `drift(x, t)` and `diffusion(x, t)`."""
+
+    noise_type = "additive"
+
+    def __init__(self, sde: SDE):
+        self.sde = sde
+
+    def drift(self, x: Tensor, t: Tensor) -> Tensor:
+        t = _time_like(t, x)
+        return append_dims(self.sde._drift_coef(t), x.ndim) * x
+
+    def diffusion(self, x: Tensor, t: Tensor) -> Tensor:
+        t = _time_like(t, x)
+        return append_dims(self.sde._diffusion(t), x.ndim).expand_as(x)
+
+
+class ReverseSDE:
+    r"""The reverse-time SDE $dx = [f(t)x - g(t)^2 s(x, t)]\,dt + g(t)\,d\bar w$ for a score $s$.
+
+    Integrate it with time decreasing from $T$ (the `solvers` layer does so natively).
+    """
+
+    noise_type = "additive"
+
+    def __init__(self, sde: SDE, score: ScoreFn):
+        self.sde, self.score = sde, score
+
+    def drift(self, x: Tensor, t: Tensor) -> Tensor:
+        t = _time_like(t, x)
+        f = append_dims(self.sde._drift_coef(t), x.ndim)
+        g2 = append_dims(self.sde._diffusion(t) ** 2, x.ndim)
+        return f * x - g2 * _checked_score(self.score, x, t)
+
+    def diffusion(self, x: Tensor, t: Tensor) -> Tensor:
+        t = _time_like(t, x)
+        return append_dims(self.sde._diffusion(t), x.ndim).expand_as(x)
+
+    def __repr__(self) -> str:
+        return f"ReverseSDE({self.sde!r})"
+
+
+class ProbabilityFlowODE:
+    r"""The probability-flow ODE $\dot x = f(t)x - \tfrac12 g(t)^2 s(x, t)$ for a score $s$.
+
+    Same marginals as the forward SDE; deterministic, so it gives exact likelihoods
+    and an encoder. Exposes `vector_field(x, t)` (the `solvers` ODE protocol), and
+    `drift`/`diffusion` (zero) so SDE solvers accept it too.
+    """
+
+    noise_type = "additive"
+
+    def __init__(self, sde: SDE, score: ScoreFn):
+        self.sde, self.score = sde, score
+
+    def vector_field(self, x: Tensor, t: Tensor) -> Tensor:
+        t = _time_like(t, x)
+        f = append_dims(self.sde._drift_coef(t), x.ndim)
+        g2 = append_dims(self.sde._diffusion(t) ** 2, x.ndim)
+        return f * x - 0.5 * g2 * _checked_score(self.score, x, t)
+
+    drift = vector_field
+
+    def diffusion(self, x: Tensor, t: Tensor) -> Tensor:
+        return torch.zeros_like(x)
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.vector_field(x, t)
+
+    def __repr__(self) -> str:
+        return f"ProbabilityFlowODE({self.sde!r})"
