@@ -32,6 +32,14 @@ from .parameterization import (
 from .schedules import DDPMSchedule, NCSNSchedule
 from .sde import SDE, VESDE, VPSDE, ForwardSDE, ProbabilityFlowODE, ReverseSDE, SubVPSDE
 
+# Each of these modules lists its public names in its own __all__.
+from . import guidance, likelihood, losses, sampling, training  # noqa: E402
+from .guidance import *  # noqa: E402,F401,F403
+from .likelihood import *  # noqa: E402,F401,F403
+from .losses import *  # noqa: E402,F401,F403
+from .sampling import *  # noqa: E402,F401,F403
+from .training import *  # noqa: E402,F401,F403
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -69,4 +77,10 @@ __all__ = [
     "analytic",
     "noise",
     "parameterization",
+    "guidance",
+    "likelihood",
+    "losses",
+    "sampling",
+    "training",
 ]
+__all__ += guidance.__all__ + likelihood.__all__ + losses.__all__ + sampling.__all__ + training.__all__
