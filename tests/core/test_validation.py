@@ -1,0 +1,109 @@
+"""Bad input gets a clear error naming the argument, the value and what was expected."""
+
+import pytest
+import torch
+
+import scoresde
+from scoresde import VESDE, VPSDE, GaussianMixture, SubVPSDE, validation
+from scoresde.noise import CosineSchedule, InterpolatedSchedule
+
+
+@pytest.mark.parametrize(
+    "call, exc, match",
+    [
+        (lambda: VPSDE(beta_min=20.0, beta_max=0.1), ValueError, r"beta_max: expected a value >= beta_min = 20.0, got 0.1"),
+        (lambda: VPSDE(beta_min=-1.0), ValueError, r"beta_min: expected a finite number > 0, got -1.0"),
+        (lambda: VPSDE(beta_min=0.0), ValueError, r"beta_min: .*got 0.0"),
+        (lambda: VPSDE(beta_max=float("inf")), ValueError, r"beta_max: expected a finite number > 0"),
+        (lambda: SubVPSDE(T=0.0), ValueError, r"T: expected a finite number > 0, got 0.0"),
+        (lambda: VPSDE(schedule="quadratic"), ValueError, r"schedule: expected 'linear', 'cosine'.*'quadratic'"),
+        (lambda: VPSDE(beta_min="0.1"), TypeError, r"beta_min: expected a real number, got '0.1'"),
+        (lambda: VESDE(sigma_min=1.0, sigma_max=0.5), ValueError, r"sigma_max: expected a value > sigma_min = 1.0, got 0.5"),
+        (lambda: VESDE(sigma_min=0.0), ValueError, r"sigma_min"),
+        (lambda: CosineSchedule(u_end=1.0), ValueError, r"u_end: expected a value in \(0, 1\)"),
+        (lambda: InterpolatedSchedule([0.0, 1.0], [0.0, 0.1]), ValueError, r"log_alpha_knots"),
+        (lambda: InterpolatedSchedule([0.5, 1.0], [0.0, -0.1]), ValueError, r"t_knots"),
+    ],
+)
+def test_constructor_errors(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+@pytest.mark.parametrize("sde", [VPSDE(), SubVPSDE(), VESDE()], ids=repr)
+def test_time_outside_horizon(sde):
+    x = torch.randn(3, 2)
+    with pytest.raises(ValueError, match=r"t: expected times in \[0, T\] = \[0, 1.0\], got 1.5"):
+        sde.marginal(1.5)
+    with pytest.raises(ValueError, match=r"got -0.25"):
+        sde.perturb(x, torch.tensor([0.1, -0.25, 0.3]))
+    with pytest.raises(ValueError, match="t: expected times"):
+        sde.drift(x, float("nan"))
+
+
+def test_validation_switch_skips_value_checks_only():
+    sde = VPSDE()
+    with validation(False):
+        sde.marginal(1.5)  # no value check: extrapolates
+        with pytest.raises(ValueError, match="batch"):  # shape checks still run
+            sde.drift(torch.randn(3, 2), torch.rand(4))
+    with pytest.raises(ValueError):
+        sde.marginal(1.5)
+    assert scoresde.validation_enabled()
+    with pytest.raises(TypeError, match="enabled"):
+        with validation("no"):
+            pass
+
+
+def test_batch_size_mismatch():
+    sde = VPSDE()
+    with pytest.raises(ValueError, match=r"t: expected a scalar or shape \(3,\) to match the batch of x, got shape \(4,\)"):
+        sde.perturb(torch.randn(3, 2), torch.rand(4))
+    with pytest.raises(ValueError, match=r"t: expected a scalar or a tensor of shape \(B,\), got shape \(3, 1\)"):
+        sde.drift(torch.randn(3, 2), torch.rand(3, 1))
+    with pytest.raises(ValueError, match=r"noise: expected the shape of x0, \(3, 2\), got \(3, 3\)"):
+        sde.perturb(torch.randn(3, 2), 0.5, torch.randn(3, 3))
+
+
+def test_integer_and_complex_tensors():
+    sde = VPSDE()
+    with pytest.raises(TypeError, match=r"x: expected a real floating-point tensor, got dtype torch.int64"):
+        sde.drift(torch.ones(3, 2, dtype=torch.long), 0.5)
+    with pytest.raises(TypeError, match=r"x0: expected a real floating-point tensor, got dtype torch.complex64"):
+        sde.perturb(torch.ones(3, 2, dtype=torch.complex64), 0.5)
+    with pytest.raises(TypeError, match=r"t: expected a real floating-point tensor, got dtype torch.int64"):
+        sde.marginal(torch.tensor([0, 1]))
+    with pytest.raises(TypeError, match=r"t: expected a real number or a floating tensor, got True"):
+        sde.marginal(True)
+    with pytest.raises(TypeError, match=r"x: expected a torch.Tensor, got list"):
+        sde.prior_logp([1.0, 2.0])
+
+
+def test_other_arguments():
+    sde = VPSDE()
+    with pytest.raises(ValueError, match=r"shape: expected a non-empty sequence of positive ints, got \(0, 2\)"):
+        sde.prior_sample((0, 2))
+    with pytest.raises(TypeError, match=r"score: expected a callable"):
+        sde.reverse("score")
+    with pytest.raises(TypeError, match=r"probability_flow: expected a bool"):
+        sde.reverse(lambda x, t: x, probability_flow=1)
+    rev = sde.reverse(lambda x, t: x[:, :1])
+    with pytest.raises(ValueError, match=r"score: expected an output shaped like x, \(2, 3\), got \(2, 1\)"):
+        rev.drift(torch.randn(2, 3), torch.full((2,), 0.5))
+
+
+def test_mixture_errors():
+    with pytest.raises(ValueError, match="stds: expected finite standard deviations > 0"):
+        GaussianMixture(torch.zeros(2, 3), 0.0)
+    with pytest.raises(ValueError, match=r"weights: expected 2 finite positive weights"):
+        GaussianMixture(torch.zeros(2, 3), 1.0, weights=[1.0, -1.0])
+    mix = GaussianMixture(torch.zeros(2, 3), 1.0)
+    with pytest.raises(ValueError, match=r"x: expected shape \(B, 3\), got \(4, 2\)"):
+        mix.score(torch.randn(4, 2))
+    with pytest.raises(ValueError, match="labels"):
+        mix.class_log_prob(torch.randn(4, 3), 0)
+    labelled = GaussianMixture(torch.zeros(2, 3), 1.0, labels=[0, 1])
+    with pytest.raises(ValueError, match=r"y: expected a label or a \(4,\) tensor of labels, got shape \(3,\)"):
+        labelled.class_log_prob(torch.randn(4, 3), torch.tensor([0, 1, 0]))
+    with pytest.raises(ValueError, match="y: no component has label 5"):
+        labelled.condition(5)
