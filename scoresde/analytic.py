@@ -46,7 +46,13 @@ class GaussianMixture:
     move to each input's device and dtype on use.
     """
 
-    def __init__(self, means, stds, weights=None, labels=None):
+    def __init__(
+        self,
+        means: Tensor | Sequence,
+        stds: float | Tensor | Sequence,
+        weights: Tensor | Sequence[float] | None = None,
+        labels: Tensor | Sequence[int] | None = None,
+    ):
         means = torch.as_tensor(means)
         if not torch.is_floating_point(means):
             means = means.to(torch.float64)

@@ -24,12 +24,15 @@ bias* (Tweedie); Salimans & Ho, *Progressive Distillation*, ICLR 2022 ($v$).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor, nn
 
 from ._checks import append_dims, as_time, check_batched
+
+if TYPE_CHECKING:
+    from .sde import SDE
 
 __all__ = [
     "PREDICTIONS",
@@ -180,7 +183,7 @@ class ScoreModel(nn.Module):
         time_input: optional map from continuous `t` `(B,)` to the network's time input.
     """
 
-    def __init__(self, net: Callable, sde, prediction: str = "eps", time_input: Callable | None = None):
+    def __init__(self, net: Callable, sde: "SDE", prediction: str = "eps", time_input: Callable | None = None):
         super().__init__()
         from .sde import SDE
 

@@ -21,6 +21,7 @@ device and in their dtype.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -88,7 +89,7 @@ class DDPMSchedule:
     eqs. (2), (4), (6), (7).
     """
 
-    def __init__(self, betas, T: float = 1.0, *, source=None):
+    def __init__(self, betas: Tensor | Sequence[float], T: float = 1.0, *, source=None):
         betas = _as_1d_float64("betas", betas)
         if not bool(((betas > 0) & (betas <= 1)).all()):
             bad = betas[~((betas > 0) & (betas <= 1))][0].item()
@@ -259,7 +260,7 @@ class NCSNSchedule:
     Distribution*, NeurIPS 2019; Song et al. ICLR 2021, appendix B.
     """
 
-    def __init__(self, sigmas, T: float = 1.0):
+    def __init__(self, sigmas: Tensor | Sequence[float], T: float = 1.0):
         sigmas = _as_1d_float64("sigmas", sigmas)
         if sigmas.numel() < 2 or not bool((sigmas > 0).all()) or not bool((sigmas.diff() > 0).all()):
             raise ValueError(

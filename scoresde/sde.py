@@ -278,6 +278,11 @@ class _VPFamily(SDE):
         N = check_int("N", N)
         s = self.schedule
         if isinstance(s, LinearSchedule):
+            if s.beta_max >= N:
+                raise ValueError(
+                    f"N: expected more steps than beta_max = {s.beta_max!r} (the last beta is"
+                    f" beta_max / N and must stay below 1), got {N!r}"
+                )
             betas = torch.linspace(s.beta_min / N, s.beta_max / N, N, dtype=torch.float64)
             return DDPMSchedule(betas, T=self.T, source=self)
         t = torch.arange(1, N + 1, dtype=torch.float64) * (self.T / N)

@@ -149,6 +149,7 @@ def test_q_sample_and_perturb():
         (lambda: NCSNSchedule([1.0, 0.5]), "sigmas"),
         (lambda: NCSNSchedule.geometric(1.0, 0.1, 10), "sigma_max"),
         (lambda: VPSDE().discretize(0), "N"),
+        (lambda: VPSDE().discretize(20), r"N: expected more steps than beta_max = 20.0"),
         (lambda: VESDE().discretize(1), "N"),
         (lambda: DDPMSchedule.linear(10).marginal(torch.tensor([10])), "index"),
         (lambda: DDPMSchedule.linear(10).marginal(torch.tensor([1.0])), "index"),
