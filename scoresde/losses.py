@@ -449,6 +449,10 @@ class _DiscreteLoss:
     def _marginal(self, index: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
+    def _time(self, index: Tensor, like: Tensor) -> Tensor:
+        """The schedule's `t_of_index`, evaluated in the dtype of `like` (not the default dtype)."""
+        raise NotImplementedError
+
     def _check_model(self, model) -> None:
         """A ScoreModel must carry the SDE of this schedule (its time input maps t back to the level)."""
         if not isinstance(model, ScoreModel):
@@ -494,7 +498,7 @@ class _DiscreteLoss:
             if bool(((index < 0) | (index >= n)).any()):
                 raise ValueError(f"index: expected integers in [0, {n - 1}], got {index.tolist()}")
         noise = _noise_for(x0, noise, generator)
-        t = self.schedule.t_of_index(index).to(device=x0.device, dtype=x0.dtype)
+        t = self._time(index, x0)
         alpha, sigma = self._marginal(index, x0)
         lam = self._factor * sigma * sigma
         per_sample = _weighted_error(model, x0, t, alpha, sigma, noise, lam, cond, self.reduce_dims)
@@ -539,6 +543,9 @@ class NCSNLoss(_DiscreteLoss):
         sigma = self.schedule.sigma(index, like=like)
         return torch.ones_like(sigma), sigma
 
+    def _time(self, index: Tensor, like: Tensor) -> Tensor:
+        return index.to(like.dtype) * (self.schedule.T / (self.schedule.L - 1))  # t_i = i T / (L - 1)
+
     def __repr__(self) -> str:
         return f"NCSNLoss({self.schedule!r}, reduction={self.reduction!r}, reduce_dims={self.reduce_dims!r})"
 
@@ -573,6 +580,9 @@ class DDPMLoss(_DiscreteLoss):
 
     def _marginal(self, index: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
         return self.schedule.marginal(index, like=like)
+
+    def _time(self, index: Tensor, like: Tensor) -> Tensor:
+        return (index.to(like.dtype) + 1) * (self.schedule.T / self.schedule.N)  # t_i = (i + 1) T / N
 
     def __repr__(self) -> str:
         return f"DDPMLoss({self.schedule!r}, reduction={self.reduction!r}, reduce_dims={self.reduce_dims!r})"
