@@ -1,0 +1,108 @@
+"""Small shared helpers: input validation with informative messages, broadcasting."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["NonFiniteError", "MaxStepsError"]
+
+
+class NonFiniteError(FloatingPointError, ValueError):
+    """The problem produced NaN or inf during integration.
+
+    Raised by `solvers.integrate` and the Langevin samplers; the message says at which
+    time (or step) the state first became non-finite. It is a `ValueError` too, so
+    `except ValueError` catches it with the other input errors.
+    """
+
+
+class MaxStepsError(RuntimeError):
+    """An adaptive solver needed more than `max_steps` attempts; the message says where it stopped."""
+
+
+def describe(value: Any) -> str:
+    """A short description of `value` for error messages."""
+    if isinstance(value, Tensor):
+        if value.numel() <= 6:
+            vals = [round(v, 6) if isinstance(v, float) else v for v in value.detach().cpu().flatten().tolist()]
+            return f"tensor({vals}, shape={tuple(value.shape)}, dtype={value.dtype})"
+        return f"tensor of shape {tuple(value.shape)} (dtype={value.dtype}, device={value.device})"
+    if isinstance(value, type):
+        return f"the class {value.__name__}"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def as_real(name: str, value: Any, *, positive: bool = False, nonnegative: bool = False,
+            allow_inf: bool = False) -> float:
+    """`value` as a Python float, with a message naming `name` when it is not a valid real number."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name}: expected a real number, got {describe(value)}")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {describe(value)}")
+    value = float(value)
+    if math.isnan(value) or (math.isinf(value) and not allow_inf):
+        raise ValueError(f"{name}: expected a finite number, got {value}")
+    if positive and not value > 0:
+        raise ValueError(f"{name}: expected a number > 0, got {value}")
+    if nonnegative and not value >= 0:
+        raise ValueError(f"{name}: expected a number >= 0, got {value}")
+    return value
+
+
+def as_int(name: str, value: Any, *, minimum: int | None = None) -> int:
+    """`value` as a Python int, with a message naming `name` when it is not one."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an integer, got {describe(value)}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
+    return value
+
+
+def check_state(name: str, x: Any) -> Tensor:
+    """Validate a batched state tensor `(B, ...)` of a floating dtype."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor of shape (B, ...), got {describe(x)}")
+    if x.ndim < 1 or x.shape[0] < 1:
+        raise ValueError(f"{name}: expected a tensor of shape (B, ...) with B >= 1, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
+    return x
+
+
+def batch_view(v: Tensor, ndim: int) -> Tensor:
+    """View a per-sample tensor of shape `(B,)` as `(B, 1, ..., 1)` with `ndim` dimensions."""
+    return v.reshape(v.shape + (1,) * (ndim - v.ndim))
+
+
+def per_sample(name: str, value: Any, x: Tensor, *, positive: bool = False) -> float | Tensor:
+    """A scalar or a per-sample `(B,)` tensor, validated against the batch of `x`.
+
+    Returns a Python float, or a tensor of shape `(B, 1, ..., 1)` on x's device and dtype.
+    """
+    if isinstance(value, Tensor) and value.numel() != 1:
+        if value.ndim != 1 or value.shape[0] != x.shape[0]:
+            raise ValueError(f"{name}: expected a number or a tensor of shape ({x.shape[0]},) "
+                             f"(one value per sample), got shape {tuple(value.shape)}")
+        if not value.is_floating_point():
+            value = value.to(x.dtype)
+        if positive and not bool((value > 0).all()):
+            raise ValueError(f"{name}: expected every value > 0, got {describe(value)}")
+        return batch_view(value.to(device=x.device, dtype=x.dtype), x.ndim)
+    return as_real(name, value, positive=positive)
+
+
+def type_name(obj: Any) -> str:
+    """The name used for `obj` in messages: its repr when short, else its class name."""
+    text = repr(obj)
+    if len(text) <= 60 and "object at 0x" not in text:
+        return text
+    return type(obj).__name__
