@@ -119,7 +119,7 @@ def as_grid(ts: Tensor | Sequence[float], *, name: str = "ts", min_points: int =
     for i, t in enumerate(times):
         if not math.isfinite(t):
             raise ValueError(f"{name}: expected finite times, got {t} at index {i}")
-    sign = 1.0 if times[1] > times[0] else -1.0
+    sign = 1.0 if len(times) < 2 or times[1] > times[0] else -1.0
     for i in range(len(times) - 1):
         if not sign * (times[i + 1] - times[i]) > 0:
             direction = "increasing" if sign > 0 else "decreasing"

@@ -51,37 +51,36 @@ class ReflectedNoise(NoiseSource):
         return increment
 
 
-def ou_exact_transition_coefficients(theta: float, h: float):
-    r"""Coefficients `(a, b, c)` with $\int_0^h e^{-\theta(h-u)} dW_u = a\,\Delta W + b\,\Delta Z + c\,\eta$
-    in law, jointly with $(\Delta W, \Delta Z)$, $\eta \sim N(0, 1)$ independent (Gaussian regression).
+def ou_conditional_moments(ou, x0: torch.Tensor, record):
+    r"""Mean and variance of the exact OU solution at the end of a recorded grid, conditional on the
+    recorded increments (`(dt, dW)` or `(dt, (dW, dZ))`).
+
+    Over a step of length $h$, $x_{k+1} = \mu + e^{-\theta h}(x_k - \mu) + \sigma I$ with
+    $I = \int_0^h e^{-\theta(h-u)} dW_u$; $(I, \Delta W, \Delta Z)$ are jointly Gaussian, so
+    $I$ given the recorded increments is Gaussian with a mean linear in them (regression) and a
+    fixed residual variance. Comparing a scheme with these conditional moments (instead of an
+    independent exact simulation) estimates its weak error with the path noise removed.
     """
-    h = abs(h)
-    e1 = math.exp(-theta * h)
-    var_i = (1 - e1 * e1) / (2 * theta)
-    cov = np.array([(1 - e1) / theta, (1 - e1 * (1 + theta * h)) / theta ** 2])
-    # Cov of (dW, dZ) where dZ = int_0^h (h - u) dW_u
-    sig = np.array([[h, h * h / 2], [h * h / 2, h ** 3 / 3]])
-    coef = np.linalg.solve(sig, cov)
-    resid = max(var_i - cov @ coef, 0.0)
-    return float(coef[0]), float(coef[1]), math.sqrt(resid)
-
-
-def ou_coupled_exact(ou, x0: torch.Tensor, record, generator: torch.Generator) -> torch.Tensor:
-    """The OU solution at the end of the recorded grid, exact in law and coupled with the recorded
-    increments `(dt, dW)` or `(dt, (dW, dZ))` (dZ drawn from its conditional law when absent)."""
-    x = x0.double()
+    theta = ou.theta
+    mean = x0.double()
+    var = torch.zeros_like(mean)
     for dt, inc in record:
         h = abs(dt)
+        e1 = math.exp(-theta * h)
+        var_i = (1 - e1 * e1) / (2 * theta)
+        c_w = (1 - e1) / theta                          # Cov(I, dW)
+        c_z = (1 - e1 * (1 + theta * h)) / theta ** 2   # Cov(I, dZ), dZ = int (h - u) dW_u
         if isinstance(inc, tuple):
-            dw, dz = inc[0].double(), inc[1].double()
+            sig = np.array([[h, h * h / 2], [h * h / 2, h ** 3 / 3]])
+            coef = np.linalg.solve(sig, np.array([c_w, c_z]))
+            cond_mean = coef[0] * inc[0].double() + coef[1] * inc[1].double()
+            resid = var_i - coef @ np.array([c_w, c_z])
         else:
-            dw = inc.double()
-            xi = torch.randn(dw.shape, dtype=torch.float64, generator=generator)
-            dz = h * (0.5 * dw + math.sqrt(h / 12) * xi)
-        a, b, c = ou_exact_transition_coefficients(ou.theta, h)
-        eta = torch.randn(dw.shape, dtype=torch.float64, generator=generator)
-        x = ou.mu + math.exp(-ou.theta * h) * (x - ou.mu) + ou.sigma * (a * dw + b * dz + c * eta)
-    return x
+            cond_mean = (c_w / h) * inc.double()
+            resid = var_i - c_w * c_w / h
+        mean = ou.mu + e1 * (mean - ou.mu) + ou.sigma * cond_mean
+        var = e1 * e1 * var + ou.sigma ** 2 * max(resid, 0.0)
+    return mean, var
 
 
 def tree_increments(tree: solvers.BrownianTree, like: torch.Tensor, ts):
