@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -46,6 +46,9 @@ from torch import Tensor, nn
 from ._checks import append_dims, as_time, check_batched, check_float_tensor, check_int, describe, validation_enabled
 from .inpainting import IMPUTE_PREDICTORS, impute, replace_known
 from .parameterization import PREDICTIONS, ScoreModel, convert
+
+if TYPE_CHECKING:
+    from .sde import SDE
 
 __all__ = [
     "guided_score",
@@ -75,7 +78,7 @@ RESCALE_SPACES = ("x0", "eps", "v", "score")
 
 
 # ---------------------------------------------------------------------- noise level
-def noise_level(sde, t: float | Tensor) -> Tensor:
+def noise_level(sde: SDE, t: float | Tensor) -> Tensor:
     r"""The noise level $\sigma = \sigma_t/\alpha_t = e^{-\lambda_t/2}$ of `sde` at time `t`.
 
     This is the $\sigma$ of Karras et al. (EDM) for every SDE: $x_t/\alpha_t = x_0 + \sigma\,\varepsilon$.
@@ -366,7 +369,7 @@ def guided_score(
     cond: ScoreFn,
     scale: Scale,
     *,
-    sde=None,
+    sde: SDE | None = None,
     prediction: str = "score",
     rescale: float = 0.0,
     rescale_space: str = "x0",
@@ -417,7 +420,7 @@ def composed_score(
     conds: Sequence[ScoreFn],
     weights: Sequence[Scale],
     *,
-    sde=None,
+    sde: SDE | None = None,
     prediction: str = "score",
 ) -> ScoreFn:
     r"""Composition of conditions (Liu et al. 2022): $s_u + \sum_i w_i\,(s_i - s_u)$.
@@ -598,7 +601,7 @@ def cfg_score(
     null_cond: Mapping,
     scale: Scale | Sequence[Scale],
     *,
-    sde=None,
+    sde: SDE | None = None,
     prediction: str | None = None,
     batched: bool = True,
     rescale: float = 0.0,
@@ -727,7 +730,7 @@ def classifier_guided_score(
     log_prob_y: Callable[[Tensor, Tensor], Tensor],
     scale: Scale,
     *,
-    sde=None,
+    sde: SDE | None = None,
 ) -> ScoreFn:
     r"""Classifier guidance: $s(x, t) + w\,\nabla_x\log p_\phi(y\mid x_t = x, t)$.
 
@@ -764,7 +767,7 @@ def classifier_guided_eps(
     eps: Callable[[Tensor, Tensor], Tensor],
     log_prob_y: Callable[[Tensor, Tensor], Tensor],
     scale: Scale,
-    sde,
+    sde: SDE,
 ) -> Callable[[Tensor, Tensor], Tensor]:
     r"""Classifier guidance in the $\varepsilon$ form: $\hat\varepsilon - w\,\sigma_t\,\nabla_x\log p_\phi(y\mid x_t, t)$.
 
@@ -861,7 +864,7 @@ def classifier_log_prob(
 
 def noisy_classifier_loss(
     classifier: Callable[[Tensor, Tensor], Tensor],
-    sde,
+    sde: SDE,
     x0: Tensor,
     y: Tensor,
     *,
@@ -915,7 +918,7 @@ def noisy_classifier_loss(
 
 def train_noisy_classifier(
     classifier: nn.Module,
-    sde,
+    sde: SDE,
     data: Callable[[], tuple[Tensor, Tensor]] | Iterable[tuple[Tensor, Tensor]],
     *,
     steps: int | None = None,

@@ -69,7 +69,7 @@ def replace_known(
     t: float | Tensor,
     x_known: Tensor,
     mask: Tensor,
-    sde,
+    sde: SDE,
     *,
     generator: torch.Generator | None = None,
 ) -> Tensor:
@@ -106,7 +106,7 @@ def _mean_norm(v: Tensor) -> Tensor:
 
 
 def impute(
-    sde,
+    sde: SDE,
     score: ScoreFn,
     x_known: Tensor,
     mask: Tensor,
