@@ -1,0 +1,32 @@
+"""Samplers of score-based diffusion models; the public names are re-exported by `scoresde.sampling`."""
+
+from .base import PerSampleGenerators, Sampler, SamplingContext, StepInfo, as_noise_source, sample
+from .exponential import DPMSolverPP, UniPC
+from .langevin import AnnealedLangevin, ncsn_levels, ncsn_ratio, ncsn_sigma_max, ncsn_step_size
+from .ode import DDIM, EDMHeun
+from .reverse import Ancestral, LangevinCorrector, PredictorCorrector, ReverseDiffusion
+from .solver import ProbabilityFlow, ReverseSDESampler
+
+__all__ = [
+    "sample",
+    "Sampler",
+    "SamplingContext",
+    "StepInfo",
+    "PerSampleGenerators",
+    "as_noise_source",
+    "ReverseSDESampler",
+    "ProbabilityFlow",
+    "ReverseDiffusion",
+    "Ancestral",
+    "LangevinCorrector",
+    "PredictorCorrector",
+    "AnnealedLangevin",
+    "ncsn_sigma_max",
+    "ncsn_ratio",
+    "ncsn_levels",
+    "ncsn_step_size",
+    "DDIM",
+    "EDMHeun",
+    "DPMSolverPP",
+    "UniPC",
+]

@@ -1,0 +1,241 @@
+r"""Multistep exponential integrators of the probability flow: DPM-Solver++ (2M, 3M) and UniPC.
+
+In the half-log-SNR $\lambda_t = \log(\alpha_t/\sigma_t)$ the probability-flow ODE of any
+linear SDE has the exact solution (Lu et al. 2022b, eq. 9)
+
+$$x_t = \frac{\sigma_t}{\sigma_s}x_s + \sigma_t\int_{\lambda_s}^{\lambda_t} e^{\lambda}\,\hat x_0(x_\lambda, \lambda)\,d\lambda,$$
+
+so the linear part is integrated exactly and only the data prediction
+$\hat x_0 = (x + \sigma_t^2\nabla\log p_t(x))/\alpha_t$ is approximated, by a polynomial in
+$\lambda$ through previous evaluations. Everything is written with $\alpha_t$, $\sigma_t$ of the
+SDE's marginal, so the same code serves the VP, sub-VP and VE SDEs (the reference
+implementations support VP only). Write $h_i = \lambda_{t_{i+1}} - \lambda_{t_i}$.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from .._checks import check_int
+from ..grids import TimeGrid, UniformLogSNR
+from .base import Sampler, SamplingContext
+
+__all__ = ["DPMSolverPP", "UniPC"]
+
+#: DPM-Solver and diffusers lower the order of the last steps below this many steps.
+_LOWER_ORDER_FINAL_BELOW = 15
+
+
+def _step_order(order: int, i: int, steps: int, lower_order_final: bool) -> int:
+    """Multistep order at step i: warm up from 1, and lower the last steps on short grids."""
+    p = min(order, i + 1)
+    if lower_order_final and steps < _LOWER_ORDER_FINAL_BELOW:
+        p = min(p, steps - i)
+    return p
+
+
+def _check_finite_log_snr(sampler: Sampler, ctx_lam: Tensor) -> None:
+    if not bool(torch.isfinite(ctx_lam[:-1]).all()):
+        raise ValueError(
+            f"grid: {type(sampler).__name__} needs a finite log-SNR at every time but the last;"
+            " use a grid with t > 0 before its end"
+        )
+
+
+@dataclass(frozen=True)
+class DPMSolverPP(Sampler):
+    r"""DPM-Solver++ multistep (2M, 3M): data-prediction exponential integrator of order 2 or 3.
+
+    With $\hat x_0^{(k)}$ the denoised estimate at $t_k$, one step $t_i \to t_{i+1}$ is
+    ($\varphi_1 = e^{-h_i} - 1$):
+
+    * order 1 (DDIM): $x_{i+1} = \frac{\sigma_{i+1}}{\sigma_i}x_i - \alpha_{i+1}\varphi_1\,\hat x_0^{(i)}$;
+    * 2M (Lu et al. 2022b, Algorithm 2): with $r = h_{i-1}/h_i$,
+      $D = (1 + \tfrac{1}{2r})\hat x_0^{(i)} - \tfrac{1}{2r}\hat x_0^{(i-1)}$ and
+      $x_{i+1} = \frac{\sigma_{i+1}}{\sigma_i}x_i - \alpha_{i+1}\varphi_1 D$;
+    * 3M: with $r_0 = h_{i-1}/h_i$, $r_1 = h_{i-2}/h_i$,
+      $D_1^{(0)} = (\hat x_0^{(i)} - \hat x_0^{(i-1)})/r_0$, $D_1^{(1)} = (\hat x_0^{(i-1)} - \hat x_0^{(i-2)})/r_1$,
+      $D_1 = D_1^{(0)} + \tfrac{r_0}{r_0 + r_1}(D_1^{(0)} - D_1^{(1)})$, $D_2 = \tfrac{1}{r_0 + r_1}(D_1^{(0)} - D_1^{(1)})$,
+      $\varphi_2 = \varphi_1/h + 1$, $\varphi_3 = \varphi_2/h - \tfrac12$ and
+      $x_{i+1} = \frac{\sigma_{i+1}}{\sigma_i}x_i - \alpha_{i+1}\varphi_1\hat x_0^{(i)} + \alpha_{i+1}\varphi_2 D_1 - \alpha_{i+1}\varphi_3 D_2$.
+
+    The first steps warm up with lower orders; with `lower_order_final` grids of fewer than
+    15 steps also end with lower orders (the last step first order), which stabilises
+    few-step sampling (as in DPM-Solver and diffusers). One evaluation per step.
+
+    Arguments:
+        order: 1, 2 (default) or 3.
+        lower_order_final: lower the order of the last steps on short grids (default True).
+
+    References: Lu, Zhou, Bao, Chen, Li, Zhu, *DPM-Solver++: Fast Solver for Guided Sampling
+    of Diffusion Probabilistic Models*, 2022 (arXiv:2211.01095), Algorithm 2; the
+    third-order multistep update of the authors' `dpm_solver_pytorch.py`.
+    """
+
+    order: int = 2
+    lower_order_final: bool = True
+    default_steps: ClassVar[int] = 20
+    default_grid: ClassVar[TimeGrid] = UniformLogSNR()
+
+    def __post_init__(self):
+        check_int("order", self.order)
+        if self.order > 3:
+            raise ValueError(f"order: expected 1, 2 or 3, got {self.order!r}")
+        if not isinstance(self.lower_order_final, bool):
+            raise TypeError(f"lower_order_final: expected a bool, got {self.lower_order_final!r}")
+
+    def check(self, sde, ts):
+        lam = 0.5 * sde._log_snr(ts.detach().to("cpu", torch.float64))
+        _check_finite_log_snr(self, lam)
+
+    def init(self, ctx, x):
+        return []  # (denoised, lambda) of previous steps, newest last
+
+    def step(self, ctx: SamplingContext, x: Tensor, i: int, history: list):
+        lam, alpha, sigma = ctx.lam, ctx.alpha, ctx.sigma
+        # m0 = x0_hat(x_i, t_i), kept for the next steps
+        m0 = ctx.denoised(x, i)
+        history.append(m0)
+        if len(history) > self.order:
+            history.pop(0)
+        p = _step_order(self.order, i, ctx.steps, self.lower_order_final)
+        h = lam[i + 1] - lam[i]
+        phi_1 = torch.expm1(-h)
+        # x_{i+1} = (sigma_{i+1}/sigma_i) x_i - alpha_{i+1} phi_1 m0 (+ higher-order terms)
+        x_next = (sigma[i + 1] / sigma[i]) * x - (alpha[i + 1] * phi_1) * m0
+        if p == 2:
+            m1 = history[-2]
+            r = (lam[i] - lam[i - 1]) / h
+            # D = (1 + 1/(2r)) m0 - 1/(2r) m1, i.e. a correction -alpha phi_1 (m0 - m1)/(2r)
+            x_next = x_next - (alpha[i + 1] * phi_1 / (2.0 * r)) * (m0 - m1)
+        elif p == 3:
+            m1, m2 = history[-2], history[-3]
+            r0 = (lam[i] - lam[i - 1]) / h
+            r1 = (lam[i - 1] - lam[i - 2]) / h
+            d1_0 = (m0 - m1) / r0
+            d1_1 = (m1 - m2) / r1
+            d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
+            d2 = (d1_0 - d1_1) / (r0 + r1)
+            phi_2 = phi_1 / h + 1.0
+            phi_3 = phi_2 / h - 0.5
+            x_next = x_next + (alpha[i + 1] * phi_2) * d1 - (alpha[i + 1] * phi_3) * d2
+        return x_next, m0
+
+
+@dataclass(frozen=True)
+class UniPC(Sampler):
+    r"""UniPC: the unified predictor (UniP-$p$) with the corrector UniC, data prediction, B(h) variants.
+
+    The predictor extrapolates the data prediction through the last $p$ evaluations; after
+    the model is evaluated at the predicted point (which the next step needs anyway), the
+    corrector refines that point with the new evaluation included, raising the order by
+    one at no extra cost. With $\hat x_0^{(k)}$ at $\lambda_k$, $h = h_i$, $r_k = (\lambda_{i-k} - \lambda_i)/h$,
+    $D_k = (\hat x_0^{(i-k)} - \hat x_0^{(i)})/r_k$ and $B(h) = e^{h} - 1$ (`"bh2"`) or $h$ (`"bh1"`):
+
+    $$x_{i+1} = \frac{\sigma_{i+1}}{\sigma_i}x_i - \alpha_{i+1}(e^{-h} - 1)\hat x_0^{(i)} - \alpha_{i+1}B(-h)\sum_k \rho_k D_k,$$
+
+    the $\rho$ solving $\sum_k \rho_k r_k^{j-1} = j!\,\varphi_{j+1}(-h)\,h/B(-h)$ for the predictor's
+    orders ($\rho = \tfrac12$ for order 2), and the corrector adding the new point ($r = 1$).
+    One evaluation per step; the last state is not corrected.
+
+    Arguments:
+        order: the predictor order, 1, 2 (default) or 3.
+        variant: `"bh2"` (default) or `"bh1"`.
+        lower_order_final: lower the order of the last steps on grids of fewer than 15 steps.
+        corrector: apply UniC (default True); False leaves UniP alone.
+
+    Reference: Zhao, Bai, Rao, Zhou, Lu, *UniPC: A Unified Predictor-Corrector Framework for
+    Fast Sampling of Diffusion Models*, NeurIPS 2023, Algorithms 1-3 and appendix.
+    """
+
+    order: int = 2
+    variant: str = "bh2"
+    lower_order_final: bool = True
+    corrector: bool = True
+    default_steps: ClassVar[int] = 20
+    default_grid: ClassVar[TimeGrid] = UniformLogSNR()
+
+    def __post_init__(self):
+        check_int("order", self.order)
+        if self.order > 3:
+            raise ValueError(f"order: expected 1, 2 or 3, got {self.order!r}")
+        if self.variant not in ("bh1", "bh2"):
+            raise ValueError(f"variant: expected 'bh1' or 'bh2', got {self.variant!r}")
+        for name in ("lower_order_final", "corrector"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name}: expected a bool, got {getattr(self, name)!r}")
+
+    def check(self, sde, ts):
+        lam = 0.5 * sde._log_snr(ts.detach().to("cpu", torch.float64))
+        _check_finite_log_snr(self, lam)
+
+    def init(self, ctx, x):
+        # previous (x0_hat, index) pairs, the last state and the order of the last predictor
+        return {"models": [], "indices": [], "x_prev": None, "order_prev": 0}
+
+    def _coefficients(self, h: Tensor, rks: list[Tensor], order: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """phi_1 = e^{-h} - 1, B(-h), the matrix R (rows r_k^{j-1}) and the right side b."""
+        hh = -h
+        h_phi_1 = torch.expm1(hh)
+        h_phi_k = h_phi_1 / hh - 1.0
+        b_h = hh if self.variant == "bh1" else torch.expm1(hh)
+        r = torch.stack(rks)
+        rows, rhs = [], []
+        factorial = 1.0
+        for j in range(1, order + 1):
+            rows.append(r ** (j - 1))
+            rhs.append(h_phi_k * factorial / b_h)
+            factorial *= j + 1
+            h_phi_k = h_phi_k / hh - 1.0 / factorial
+        return h_phi_1, b_h, torch.stack(rows), torch.stack(rhs)
+
+    def _solve(self, R: Tensor, b: Tensor) -> Tensor:
+        solution, _ = torch.linalg.solve_ex(R, b)
+        return solution
+
+    def _update(self, ctx, x_s: Tensor, s: int, t: int, models: list, indices: list, order: int,
+                model_t: Tensor | None) -> Tensor:
+        """UniP (model_t None) or UniC (model_t the new evaluation) from index s to index t."""
+        lam, alpha, sigma = ctx.lam, ctx.alpha, ctx.sigma
+        m0 = models[-1]
+        h = lam[t] - lam[s]
+        rks, d1s = [], []
+        for k in range(1, order):
+            rk = (lam[indices[-(k + 1)]] - lam[s]) / h
+            rks.append(rk)
+            d1s.append((models[-(k + 1)] - m0) / rk)
+        rks.append(torch.ones_like(h))
+        h_phi_1, b_h, R, b = self._coefficients(h, rks, order)
+        # the exponential-integrator (first-order) part
+        x_t = (sigma[t] / sigma[s]) * x_s - (alpha[t] * h_phi_1) * m0
+        if model_t is None:  # UniP: rho from the order - 1 previous points
+            if not d1s:
+                return x_t
+            rhos = torch.full_like(h, 0.5).reshape(1) if order == 2 else self._solve(R[:-1, :-1], b[:-1])
+            res = sum(rho * d for rho, d in zip(rhos, d1s))
+        else:  # UniC: rho from the previous points and the new one (r = 1)
+            rhos = torch.full_like(h, 0.5).reshape(1) if order == 1 else self._solve(R, b)
+            res = sum(rho * d for rho, d in zip(rhos[:-1], d1s)) + rhos[-1] * (model_t - m0)
+        return x_t - (alpha[t] * b_h) * res
+
+    def step(self, ctx: SamplingContext, x: Tensor, i: int, state: dict):
+        models, indices = state["models"], state["indices"]
+        # evaluate the data prediction at the current point
+        m_cur = ctx.denoised(x, i)
+        if self.corrector and i > 0:
+            # UniC: correct x_i with the evaluation just made (x_{i-1}, history up to i-1)
+            x = self._update(ctx, state["x_prev"], i - 1, i, models, indices, state["order_prev"], m_cur)
+        models.append(m_cur)
+        indices.append(i)
+        if len(models) > self.order:
+            models.pop(0)
+            indices.pop(0)
+        p = _step_order(self.order, i, ctx.steps, self.lower_order_final)
+        state["x_prev"], state["order_prev"] = x, p
+        # UniP: predict x_{i+1}
+        x_next = self._update(ctx, x, i, i + 1, models, indices, p, None)
+        return x_next, m_cur
