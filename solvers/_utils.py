@@ -101,8 +101,10 @@ def per_sample(name: str, value: Any, x: Tensor, *, positive: bool = False) -> f
 
 
 def type_name(obj: Any) -> str:
-    """The name used for `obj` in messages: its repr when short, else its class name."""
+    """The name used for `obj` in messages: its repr when short and informative, else its
+    (qualified) name or class name."""
     text = repr(obj)
-    if len(text) <= 60 and "object at 0x" not in text:
+    if len(text) <= 60 and " at 0x" not in text:
         return text
-    return type(obj).__name__
+    name = getattr(obj, "__qualname__", None)
+    return name if isinstance(name, str) else type(obj).__name__

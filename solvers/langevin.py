@@ -27,7 +27,7 @@ from typing import Any, Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from ._utils import NonFiniteError, as_int, check_state, describe, per_sample
+from ._utils import NonFiniteError, as_int, as_real, check_state, describe, per_sample
 from .noise import NoiseSource, as_noise
 
 __all__ = ["ULA", "MALA", "MALAStep", "LangevinResult", "langevin", "ula_step", "mala_step"]
@@ -215,7 +215,7 @@ class ULA:
             if step_size.ndim > 1 or not bool((step_size > 0).all()):
                 raise ValueError(f"step_size: expected a number > 0 or a (B,) tensor of them, got {describe(step_size)}")
         else:
-            per_sample("step_size", step_size, torch.zeros(1), positive=True)
+            step_size = as_real("step_size", step_size, positive=True)
         self.step_size = step_size
 
     def __repr__(self):

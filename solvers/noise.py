@@ -115,8 +115,8 @@ def _sample_keys(seed: Any, batch: int, device: torch.device, who: str) -> Tenso
         return _mix32_(keys)
     seeds = seed
     if seeds.shape[0] != batch:
-        raise ValueError(f"{who}: it holds {seeds.shape[0]} per-sample seeds, but the state has batch size "
-                         f"{batch}: pass one seed per sample")
+        raise ValueError(f"noise: {who} holds {seeds.shape[0]} per-sample seeds, but the state has batch size "
+                         f"{batch}; pass one seed per sample")
     seeds = seeds.to(device)
     lo = seeds & _M32
     hi = (seeds >> 32) & _M32

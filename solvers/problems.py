@@ -59,6 +59,10 @@ class SDE:
         if self.sde_type not in SDE_TYPES:
             raise ValueError(f"SDE: sde_type must be one of {SDE_TYPES}, got {self.sde_type!r}")
 
+    def __repr__(self) -> str:
+        return (f"SDE({type_name(self.drift)}, {type_name(self.diffusion)}, noise_type={self.noise_type!r}, "
+                f"sde_type={self.sde_type!r})")
+
 
 @dataclass(frozen=True)
 class ODE:
@@ -72,6 +76,9 @@ class ODE:
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         return self.vector_field(x, t)
+
+    def __repr__(self) -> str:
+        return f"ODE({type_name(self.vector_field)})"
 
 
 def is_sde(problem: Any) -> bool:
