@@ -270,7 +270,7 @@ def rescale_guidance(guided: Tensor, cond: Tensor, phi: float) -> Tensor:
         $x_{\text{final}}$, shaped like `guided`.
 
     Reference: Lin, Liu, Li, Yang, *Common Diffusion Noise Schedules and Sample Steps are
-    Flawed*, WACV 2024, eqs. (15)-(17), Algorithm 2.
+    Flawed*, WACV 2024, section 3.4, Algorithm 2.
     """
     check_batched("guided", guided)
     check_float_tensor("cond", cond)
@@ -385,7 +385,8 @@ def guided_score(
     and every parameterisation is an affine function of the score with the same offset
     for both models, so guiding in any of them gives the same score; only the rescale
     depends on the space it is applied in. For a single network called with a null
-    label, use [`cfg_score`][scoresde.guidance.cfg_score].
+    label, use [`cfg_score`][scoresde.guidance.cfg_score]. (Ho & Salimans write
+    $(1+w)\,\varepsilon_c - w\,\varepsilon_u$: their $w$ is our `scale` minus one.)
 
     Arguments:
         uncond: the unconditional model `uncond(x, t)`.
@@ -442,7 +443,7 @@ def composed_score(
         A score callable.
 
     Reference: Liu, Li, Du, Torralba, Tenenbaum, *Compositional Visual Generation with
-    Composable Diffusion Models*, ECCV 2022, eqs. (10)-(11).
+    Composable Diffusion Models*, ECCV 2022, section 4.
     """
     _check_callable("uncond", uncond)
     conds, weights = _check_conds_weights(conds, weights)
@@ -751,7 +752,7 @@ def classifier_guided_score(
     Returns:
         A score callable.
 
-    Reference: Song et al., ICLR 2021, eq. (14); Dhariwal & Nichol, NeurIPS 2021, section 4.
+    Reference: Song et al., ICLR 2021, section 5 and appendix I.1; Dhariwal & Nichol, NeurIPS 2021, section 4.
     """
     _check_callable("score", score)
     _check_callable("log_prob_y", log_prob_y)
@@ -786,7 +787,7 @@ def classifier_guided_eps(
         A callable `guided_eps(x, t)` returning the guided noise prediction (not a score).
 
     Reference: Dhariwal & Nichol, *Diffusion Models Beat GANs on Image Synthesis*,
-    NeurIPS 2021, section 4.2, eq. (14), Algorithm 2.
+    NeurIPS 2021, section 4.2, Algorithm 2.
     """
     _check_callable("eps", eps)
     _check_callable("log_prob_y", log_prob_y)

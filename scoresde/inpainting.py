@@ -15,7 +15,8 @@ the trajectory); the corrector steps reduce the error. No retraining is needed: 
 score callable works, including guided ones.
 
 Reference: Song et al., *Score-Based Generative Modeling through Stochastic Differential
-Equations*, ICLR 2021, appendix I.2 and Algorithms 2-5 (predictor-corrector sampling).
+Equations*, ICLR 2021, section 4.2 (predictor-corrector samplers), appendix I.2
+(imputation) and Algorithms 4-5 (the Langevin corrector).
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ def impute(
     $\tau^2 = \sigma_{t_i}^2 - a^2\sigma_{t_{i+1}}^2$,
     $x_{i+1} = (x_i + \tau^2 s(x_i, t_i))/a + \sigma_{t_{i+1}}\tau/\sigma_{t_i}\,z$: DDPM's
     ancestral step for the VP SDE and Song et al.'s ancestral step for the VE SDE (their
-    eq. 47). `"euler_maruyama"` steps the reverse SDE $dx = [f x - g^2 s]\,dt + g\,d\bar w$.
+    appendix F). `"euler_maruyama"` steps the reverse SDE $dx = [f x - g^2 s]\,dt + g\,d\bar w$.
     The corrector is Song et al.'s Langevin step (Algorithms 4-5),
     $x \leftarrow x + \epsilon\,s + \sqrt{2\epsilon}\,z$ with
     $\epsilon = 2\,a^2 (r\,\lVert z\rVert / \lVert s\rVert)^2$ ($r$ = `snr`); as in the
@@ -163,7 +164,7 @@ def impute(
     Returns:
         The completed samples, shaped like `x_known`, equal to it on the mask.
 
-    Reference: Song et al., ICLR 2021, appendix I.2, Algorithms 2-5; Ho et al. 2020, eq. (7).
+    Reference: Song et al., ICLR 2021, appendix I.2, Algorithms 4-5; Ho et al. 2020, eqs. (6)-(7).
     """
     if not isinstance(sde, SDE):
         raise TypeError(f"sde: expected a scoresde.SDE, got {type(sde).__name__}")
