@@ -25,6 +25,32 @@ class MaxStepsError(RuntimeError):
     """An adaptive solver needed more than `max_steps` attempts; the message says where it stopped."""
 
 
+class FiniteMonitor:
+    """Records one on-device sum of the state per step and finds, after the loop, the first
+    step whose state was NaN/inf: no host synchronisation inside the loop.
+
+    A sum is non-finite iff an element is (up to overflow of the sum itself, which is why a
+    step is reported only when the final state is non-finite too).
+    """
+
+    def __init__(self, enabled: bool, dtype: torch.dtype):
+        self.sums: list[Tensor] | None = [] if enabled else None
+        self.dtype = torch.float32 if dtype in (torch.float16, torch.bfloat16) else None
+
+    def record(self, x: Tensor) -> None:
+        if self.sums is not None:
+            self.sums.append(torch.sum(x.detach(), dtype=self.dtype))
+
+    def first_bad(self, x_final: Tensor) -> int | None:
+        """The index of the first recorded non-finite state, or None."""
+        if not self.sums:
+            return None
+        bad = ~torch.isfinite(torch.stack(self.sums))
+        if bool(bad.any()) and not bool(torch.isfinite(x_final).all()):
+            return int(bad.nonzero()[0, 0])
+        return None
+
+
 def describe(value: Any) -> str:
     """A short description of `value` for error messages."""
     if isinstance(value, Tensor):

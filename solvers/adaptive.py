@@ -209,6 +209,12 @@ class AdaptiveRK(ExplicitRK):
             if pbar is not None:
                 pbar.close()
 
+    def _setup(self, grid: Grid):
+        """`(times, direction, t0, span, alpha, beta, new evaluations per attempt)` of a run."""
+        times = grid.times
+        alpha, beta = self.controller.exponents(self.error_order)
+        return times, grid.direction, times[0], abs(times[-1] - times[0]), alpha, beta, self.tableau.stages - 1
+
     def _first_eval(self, checked, x0, t0: Tensor, check_finite: bool, problem) -> Tensor:
         k1 = checked.vector_field(x0, t0)
         if check_finite and not bool(torch.isfinite(k1).all()):
@@ -230,13 +236,8 @@ class AdaptiveRK(ExplicitRK):
                      max_steps, max_step, dt0):
         f = problem.vector_field
         batch, dtype, device = x0.shape[0], x0.dtype, x0.device
-        times = grid.times
-        d = grid.direction
-        t0 = times[0]
-        span = abs(times[-1] - t0)
+        times, d, t0, span, alpha, beta, n_new = self._setup(grid)
         ctrl = self.controller
-        alpha, beta = ctrl.exponents(self.error_order)
-        n_new = self.tableau.stages - 1
 
         def full(t: float) -> Tensor:
             return torch.full((batch,), t, dtype=dtype, device=device)
@@ -315,13 +316,8 @@ class AdaptiveRK(ExplicitRK):
         f = problem.vector_field
         batch, dtype, device, ndim = x0.shape[0], x0.dtype, x0.device, x0.ndim
         f64 = torch.float64
-        times = grid.times
-        d = grid.direction
-        t0 = times[0]
-        span = abs(times[-1] - t0)
+        times, d, t0, span, alpha, beta, n_new = self._setup(grid)
         ctrl = self.controller
-        alpha, beta = ctrl.exponents(self.error_order)
-        n_new = self.tableau.stages - 1
 
         t = torch.full((batch,), t0, dtype=f64, device=device)
         x = x0

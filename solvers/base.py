@@ -16,7 +16,7 @@ from typing import Any, Callable, ClassVar, Mapping, NamedTuple, Sequence
 import torch
 from torch import Tensor
 
-from ._utils import NonFiniteError, as_int, as_real, check_state, describe, type_name
+from ._utils import FiniteMonitor, NonFiniteError, as_int, as_real, check_state, describe, type_name
 from .grids import Grid, as_grid
 from .noise import NoiseSource, as_noise
 from .problems import as_ode, check_sde, noise_type_of, sde_type_of
@@ -205,8 +205,7 @@ class AbstractSolver:
                                    levy_area=getattr(self, "levy_area", False), span=(min(times), max(times)))
 
         pbar = _progress_bar(progress, n, self)
-        summaries: list[Tensor] | None = [] if check_finite else None
-        sum_dtype = torch.float32 if x0.dtype in (torch.float16, torch.bfloat16) else None
+        monitor = FiniteMonitor(check_finite, x0.dtype)
         saved = [x0] if save_mask[0] else []
         step = self.step
         x = x0
@@ -217,8 +216,7 @@ class AbstractSolver:
                 t_cur, t_next = times[i], times[i + 1]
                 dw = increment(t_cur, t_next) if increment is not None else None
                 x, state = step(checked if i == 0 else problem, x, tt[i], tt[i + 1], t_next - t_cur, state, dw)
-                if summaries is not None:
-                    summaries.append(torch.sum(x.detach(), dtype=sum_dtype))
+                monitor.record(x)
                 if save_mask[i + 1]:
                     saved.append(x)
                 if callback is not None:
@@ -229,15 +227,13 @@ class AbstractSolver:
             if pbar is not None:
                 pbar.close()
 
-        if summaries:
-            bad = ~torch.isfinite(torch.stack(summaries))
-            if bool(bad.any()) and not bool(torch.isfinite(x).all()):
-                k = int(bad.nonzero()[0, 0])
-                what = "drift or diffusion" if self.kind == "sde" else "vector field"
-                raise NonFiniteError(
-                    f"the state became non-finite (NaN or inf) in step {k}, from t={times[k]:.6g} to "
-                    f"t={times[k + 1]:.6g}: the {what} of {type_name(problem)} returned non-finite values at "
-                    f"t={times[k]:.6g} (or the step is too large for the problem's stability)")
+        k = monitor.first_bad(x)
+        if k is not None:
+            what = "drift or diffusion" if self.kind == "sde" else "vector field"
+            raise NonFiniteError(
+                f"the state became non-finite (NaN or inf) in step {k}, from t={times[k]:.6g} to "
+                f"t={times[k + 1]:.6g}: the {what} of {type_name(problem)} returned non-finite values at "
+                f"t={times[k]:.6g} (or the step is too large for the problem's stability)")
 
         ys = torch.stack(saved) if len(saved) != 1 else saved[0].unsqueeze(0)
         ts = torch.tensor([times[i] for i in save_idx], dtype=torch.float64, device=x0.device)

@@ -27,7 +27,7 @@ from typing import Any, Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from ._utils import NonFiniteError, as_int, as_real, check_state, describe, per_sample
+from ._utils import FiniteMonitor, NonFiniteError, as_int, as_real, check_state, describe, per_sample
 from .noise import NoiseSource, as_noise
 
 __all__ = ["ULA", "MALA", "MALAStep", "LangevinResult", "langevin", "ula_step", "mala_step"]
@@ -285,7 +285,7 @@ def langevin(score: ScoreFn | None, x0: Tensor, n_steps: int, sampler: ULA, *, l
     nfe = 1
     n_acc = torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device)
     samples = []
-    sums = []
+    monitor = FiniteMonitor(check_finite, x0.dtype)
     pbar = None
     if progress:
         from tqdm.auto import tqdm
@@ -303,8 +303,7 @@ def langevin(score: ScoreFn | None, x0: Tensor, n_steps: int, sampler: ULA, *, l
                     s, _ = evaluate(score, log_prob, x, False)
                     nfe += 1
                 n_acc += 1
-            if check_finite:
-                sums.append(torch.sum(x.detach()))
+            monitor.record(x)
             if save_every is not None and i + 1 > burn_in and (i + 1 - burn_in) % save_every == 0:
                 samples.append(x)
             if callback is not None:
@@ -314,13 +313,11 @@ def langevin(score: ScoreFn | None, x0: Tensor, n_steps: int, sampler: ULA, *, l
     finally:
         if pbar is not None:
             pbar.close()
-    if sums:
-        bad = ~torch.isfinite(torch.stack(sums))
-        if bool(bad.any()) and not bool(torch.isfinite(x).all()):
-            k = int(bad.nonzero()[0, 0])
-            raise NonFiniteError(f"a chain became non-finite (NaN or inf) at step {k}: the score returned non-finite "
-                                 f"values or step_size is too large for {type(sampler).__name__} (which diverges "
-                                 f"without a Metropolis correction)")
+    k = monitor.first_bad(x)
+    if k is not None:
+        raise NonFiniteError(f"a chain became non-finite (NaN or inf) at step {k}: the score returned non-finite "
+                             f"values or step_size is too large for {type(sampler).__name__} (which diverges "
+                             f"without a Metropolis correction)")
     rate = n_acc.to(torch.float64) / max(n_steps, 1)
     return LangevinResult(x=x, samples=torch.stack(samples) if samples else None, acceptance_rate=rate,
                           n_accepted=n_acc, n_steps=n_steps, nfe=nfe)

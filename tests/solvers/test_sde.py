@@ -15,6 +15,18 @@ F64 = torch.float64
 EM, HEUN, SRA = solvers.EulerMaruyama(), solvers.StochasticHeun(), solvers.SRA1()
 
 
+class PureNoise:
+    """dx = dW: Euler-Maruyama is exact for it, so its end state is the path's increment."""
+
+    noise_type = "additive"
+
+    def drift(self, x, t):
+        return torch.zeros_like(x)
+
+    def diffusion(self, x, t):
+        return torch.ones_like(x)
+
+
 class DoubleWell:
     """A nonlinear, time-dependent additive SDE: dx = (x - x^3 + cos 3t) dt + (0.6 + 0.3 sin 2t) dW."""
 
@@ -150,15 +162,6 @@ def test_reverse_time_is_forward_of_reflected_problem(solver):
 def test_reverse_time_increments_have_variance_dt():
     """With dt < 0 every noise source gives increments of variance |dt| (so a reverse-time
     pure-noise SDE dx = dW ends with variance |t1 - t0|)."""
-    class PureNoise:
-        noise_type = "additive"
-
-        def drift(self, x, t):
-            return torch.zeros_like(x)
-
-        def diffusion(self, x, t):
-            return torch.ones_like(x)
-
     n = 20000
     x0 = torch.zeros(n, 1, dtype=F64)
     ts = solvers.uniform_grid(1.0, 0.2, 10)
@@ -206,15 +209,6 @@ def test_batch_size_invariance_with_per_sample_seeds(make_noise, solver):
 def test_brownian_tree_gives_same_path_at_any_resolution():
     """A tree's path is the same however finely it is queried: Euler-Maruyama on dx = dW is
     exact, so every resolution (dyadic or not) ends at the same W(1) - W(0)."""
-    class PureNoise:
-        noise_type = "additive"
-
-        def drift(self, x, t):
-            return torch.zeros_like(x)
-
-        def diffusion(self, x, t):
-            return torch.ones_like(x)
-
     x0 = torch.zeros(8, 3, dtype=F64)
     ends = []
     for ts in (solvers.uniform_grid(0, 1, 1), solvers.uniform_grid(0, 1, 64), solvers.grid_from_fn(lambda u: u ** 2, 37)):
