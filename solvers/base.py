@@ -182,9 +182,16 @@ class AbstractSolver:
         return x0.shape
 
     def solve(self, problem: Any, x0: Tensor, grid: Grid, *, noise: NoiseSource | None, save_at: Any,
-              callback: Callable[[StepEvent], Any] | None, progress: bool, check_finite: bool,
+              callback: Callable[[StepEvent], Any] | None, progress: bool, check_finite: bool | str,
               **options: Any) -> Solution:
-        """The fixed-step loop: one `step` per interval of `grid` (called by `integrate`)."""
+        """The fixed-step loop: one `step` per interval of `grid` (called by `integrate`).
+
+        Finiteness (`check_finite`): `True` checks the final state once, after the loop; if it
+        is NaN/inf, the run is replayed from the start with the same noise (sources are
+        snapshotted before the loop) and an on-device record per step, which locates the first
+        non-finite step: no per-step cost unless something went wrong. `"step"` records every
+        step on the first run (for problems that cannot be replayed exactly).
+        """
         for name, value in options.items():
             if value is not None:
                 raise ValueError(f"{name}: only adaptive solvers use it, but {self!r} steps on the points of ts "
@@ -199,37 +206,38 @@ class AbstractSolver:
         # Times as (B,) views of one expanded tensor: no per-step allocation or host sync.
         tt = grid.tensor.to(device=x0.device, dtype=x0.dtype).unsqueeze(1).expand(n + 1, batch).unbind(0)
 
-        increment = None
-        if self.kind == "sde":
-            increment = noise.bind(self.noise_shape(problem, x0), x0.dtype, x0.device,
-                                   levy_area=getattr(self, "levy_area", False), span=(min(times), max(times)))
+        def bind():
+            if self.kind != "sde":
+                return None
+            return noise.bind(self.noise_shape(problem, x0), x0.dtype, x0.device,
+                              levy_area=getattr(self, "levy_area", False), span=(min(times), max(times)))
 
+        snapshot = noise.snapshot(x0.device) if (self.kind == "sde" and check_finite is True) else None
+        monitor = FiniteMonitor(check_finite == "step", x0.dtype)
         pbar = _progress_bar(progress, n, self)
-        monitor = FiniteMonitor(check_finite, x0.dtype)
-        saved = [x0] if save_mask[0] else []
-        step = self.step
-        x = x0
-        checked = _CheckedProblem(problem, repr(self))
-        state = self.init(checked, x0, tt[0])
         try:
-            for i in range(n):
-                t_cur, t_next = times[i], times[i + 1]
-                dw = increment(t_cur, t_next) if increment is not None else None
-                x, state = step(checked if i == 0 else problem, x, tt[i], tt[i + 1], t_next - t_cur, state, dw)
-                monitor.record(x)
-                if save_mask[i + 1]:
-                    saved.append(x)
-                if callback is not None:
-                    callback(StepEvent(i, t_cur, t_next, x))
-                if pbar is not None:
-                    pbar.update(1)
+            x, saved = self._loop(problem, x0, times, tt, bind(), save_mask, monitor, callback, pbar)
         finally:
             if pbar is not None:
                 pbar.close()
 
         k = monitor.first_bad(x)
+        if k is None and check_finite is True and not bool(torch.isfinite(x).all()):
+            k = -1
+            if self.kind == "ode" or snapshot is not None:  # replay to find the step
+                if snapshot is not None:
+                    noise.restore(snapshot)
+                monitor = FiniteMonitor(True, x0.dtype)
+                x_again, _ = self._loop(problem, x0, times, tt, bind(), [False] * (n + 1), monitor, None, None)
+                k = monitor.first_bad(x_again)
+                k = -1 if k is None else k
         if k is not None:
             what = "drift or diffusion" if self.kind == "sde" else "vector field"
+            if k < 0:
+                raise NonFiniteError(
+                    f"the state at t={times[-1]:.6g} is non-finite (NaN or inf): the {what} of {type_name(problem)} "
+                    f"returned non-finite values (a replay could not locate the step: pass check_finite='step' "
+                    f"to record every step)")
             raise NonFiniteError(
                 f"the state became non-finite (NaN or inf) in step {k}, from t={times[k]:.6g} to "
                 f"t={times[k + 1]:.6g}: the {what} of {type_name(problem)} returned non-finite values at "
@@ -242,6 +250,26 @@ class AbstractSolver:
             stats["n_diffusion_evals"] = n * self.diffusion_evals_per_step + getattr(self, "diffusion_evals_init", 0)
         return Solution(x=x, ts=ts, ys=ys, nfe=self.nfe(n), n_steps=n, n_accepted=n, n_rejected=0,
                         solver=self, stats=stats)
+
+    def _loop(self, problem, x0, times, tt, increment, save_mask, monitor, callback, pbar):
+        """The hot loop: no host synchronisation, no allocation beyond the step's own."""
+        saved = [x0] if save_mask[0] else []
+        step = self.step
+        x = x0
+        checked = _CheckedProblem(problem, repr(self))
+        state = self.init(checked, x0, tt[0])
+        for i in range(len(times) - 1):
+            t_cur, t_next = times[i], times[i + 1]
+            dw = increment(t_cur, t_next) if increment is not None else None
+            x, state = step(checked if i == 0 else problem, x, tt[i], tt[i + 1], t_next - t_cur, state, dw)
+            monitor.record(x)
+            if save_mask[i + 1]:
+                saved.append(x)
+            if callback is not None:
+                callback(StepEvent(i, t_cur, t_next, x))
+            if pbar is not None:
+                pbar.update(1)
+        return x, saved
 
 
 class AbstractODESolver(AbstractSolver):
@@ -350,7 +378,7 @@ def _save_times(save_at: Any, grid: Grid) -> list[float]:
 def integrate(problem: Any, x0: Tensor, ts: Tensor | Sequence[float], solver: AbstractSolver, *,
               noise: NoiseSource | torch.Generator | None = None, save_at: Any = None,
               callback: Callable[[StepEvent], Any] | None = None, progress: bool = False,
-              check_finite: bool = True, dt0: float | None = None, max_steps: int | None = None,
+              check_finite: bool | str = True, dt0: float | None = None, max_steps: int | None = None,
               max_step: float | None = None) -> Solution:
     r"""Integrate an ODE or SDE problem from `x0` over the time grid `ts`.
 
@@ -377,8 +405,11 @@ def integrate(problem: Any, x0: Tensor, ts: Tensor | Sequence[float], solver: Ab
         callback: called as `callback(StepEvent(step, t_prev, t, x))` after every accepted step.
         progress: show a tqdm progress bar.
         check_finite: raise `NonFiniteError` (a `ValueError`) naming the time at which the
-            state became NaN/inf. Fixed-step: one on-device reduction per step, checked once
-            after the loop (no host synchronisation inside it).
+            state became NaN/inf. Fixed-step solvers check the final state once after the loop
+            (no per-step cost) and, if it is non-finite, replay the run with the same noise to
+            locate the step; `"step"` instead records one on-device sum per step (for problems
+            that do not replay exactly, e.g. with dropout); `False` checks nothing. Adaptive
+            solvers reject non-finite steps and report where the step size underflows.
         dt0: adaptive solvers: the first step size (default: Hairer's starting-step heuristic).
         max_steps: adaptive solvers: the most step attempts (default 100000).
         max_step: adaptive solvers: the largest step size (default: unbounded).
@@ -419,6 +450,8 @@ def integrate(problem: Any, x0: Tensor, ts: Tensor | Sequence[float], solver: Ab
         max_steps = as_int("max_steps", max_steps, minimum=1)
     if max_step is not None:
         max_step = as_real("max_step", max_step, positive=True, allow_inf=True)
+    if check_finite not in (True, False, "step"):
+        raise ValueError(f"check_finite: expected True, False or 'step', got {check_finite!r}")
     return solver.solve(prepared, x0, grid, noise=noise_src, save_at=save_at, callback=callback,
-                        progress=bool(progress), check_finite=bool(check_finite), dt0=dt0, max_steps=max_steps,
+                        progress=bool(progress), check_finite=check_finite, dt0=dt0, max_steps=max_steps,
                         max_step=max_step)

@@ -234,6 +234,14 @@ class NoiseSource:
         """
         raise NotImplementedError
 
+    def snapshot(self, device: torch.device) -> Any:
+        """A token from which `restore` replays the same increments, or None if the source cannot
+        replay (then a failed run is reported without locating the step)."""
+        return None
+
+    def restore(self, token: Any) -> None:
+        """Rewind to a `snapshot`."""
+
     def standard_normal(self, shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> Tensor:
         """A tensor of independent standard normals of `shape` `(B, ...)`."""
         raise TypeError(f"{type(self).__name__} does not provide standard normals; "
@@ -297,6 +305,25 @@ class GeneratorNoise(NoiseSource):
             dw = xi[0].mul_(math.sqrt(abs(h)))
             return dw, _levy_from_normals(dw, xi[1], h)
         return increment_levy
+
+    def snapshot(self, device):
+        if self.generator is not None:
+            return ("generator", self.generator.get_state())
+        device = torch.device(device)
+        if device.type == "cuda":
+            return ("cuda", device, torch.cuda.get_rng_state(device))
+        if device.type == "cpu":
+            return ("cpu", torch.get_rng_state())
+        return None
+
+    def restore(self, token):
+        kind = token[0]
+        if kind == "generator":
+            self.generator.set_state(token[1])
+        elif kind == "cuda":
+            torch.cuda.set_rng_state(token[2], token[1])
+        else:
+            torch.set_rng_state(token[1])
 
     def standard_normal(self, shape, dtype, device):
         self._check_device(device)
@@ -367,6 +394,12 @@ class SeededNoise(NoiseSource):
             dw = z[:, 0].mul(math.sqrt(abs(h)))
             return dw, _levy_from_normals(dw, z[:, 1], h)
         return increment_levy
+
+    def snapshot(self, device):
+        return self.counter
+
+    def restore(self, token):
+        self.counter = token
 
     def standard_normal(self, shape, dtype, device):
         shape = tuple(shape)
@@ -619,6 +652,9 @@ class BrownianTree(NoiseSource):
                 return out[0].to(dtype), out[1].to(dtype)
             return out.to(dtype)
         return increment
+
+    def snapshot(self, device):
+        return 0  # a function of (seed, t) only: replays by construction
 
     def increment(self, ta: float, tb: float, like: Tensor, *, levy_area: bool = False):
         r"""$W(t_b) - W(t_a)$ shaped like `like` (and $\Delta Z$ with `levy_area=True`).

@@ -188,6 +188,41 @@ def test_nan_from_drift_names_the_time():
     assert not torch.isfinite(out.x).all()
 
 
+@pytest.mark.parametrize("make_noise", [
+    lambda: None,  # torch's global generator, snapshotted and replayed
+    lambda: torch.Generator().manual_seed(3),
+    lambda: solvers.SeededNoise(3),
+    lambda: solvers.BrownianTree(0.0, 1.0, seed=3),
+], ids=["global", "generator", "seeded", "tree"])
+def test_random_blow_up_is_located_by_replay(make_noise):
+    """A blow-up that depends on the noise path (drift NaN once |x| > 2) is located at the same step
+    by the default end-of-run check (replayed with the same noise) as by per-step recording."""
+    sde = solvers.SDE(lambda x, t: torch.where(x.abs() > 2, torch.full_like(x, float("nan")), -0.1 * x),
+                      lambda x, t: torch.ones_like(x), noise_type="additive")
+    x0 = torch.zeros(16, 4, dtype=F64)
+    ts = solvers.uniform_grid(0, 1, 100)
+    messages = []
+    for mode in (True, "step"):
+        torch.manual_seed(0)
+        with pytest.raises(solvers.NonFiniteError) as info:
+            solvers.integrate(sde, x0, ts, solvers.EulerMaruyama(), noise=make_noise(), check_finite=mode)
+        messages.append(str(info.value))
+    assert "in step" in messages[0] and messages[0] == messages[1]
+
+
+def test_unreplayable_noise_still_reports():
+    """A noise source that cannot replay: the error says the final state is non-finite."""
+    from .helpers import RecordingNoise
+
+    sde = solvers.SDE(lambda x, t: torch.where(x.abs() > 2, torch.full_like(x, float("nan")), -0.1 * x),
+                      lambda x, t: torch.ones_like(x), noise_type="additive")
+    with pytest.raises(solvers.NonFiniteError, match="state at t=1 is non-finite.*check_finite='step'"):
+        solvers.integrate(sde, torch.zeros(16, 4), solvers.uniform_grid(0, 1, 100), solvers.EulerMaruyama(),
+                          noise=RecordingNoise(solvers.GeneratorNoise(torch.Generator().manual_seed(0))))
+    with pytest.raises(ValueError, match="check_finite: expected True, False or 'step'"):
+        solvers.integrate(LIN, _x(), [0.0, 1.0], solvers.RK4(), check_finite="yes")
+
+
 def test_nan_at_initial_time_and_max_steps():
     with pytest.raises(solvers.NonFiniteError, match="initial time t=0"):
         solvers.integrate(lambda x, t: x * float("nan"), _x(), [0.0, 1.0], solvers.Dopri5())
