@@ -231,7 +231,9 @@ class MLP(nn.Module):
         self.embed = TimeEmbedding(emb_dim, time_embedding, time_scale, num_classes)
         self.inp = nn.Linear(self.dim, hidden)
         self.blocks = nn.ModuleList(_MLPBlock(hidden, emb_dim, dropout) for _ in range(depth))
-        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), _zero(nn.Linear(hidden, self.dim)))
+        # No normalisation before the output: in low dimensions the magnitude of x varies from sample
+        # to sample and the prediction (eps ~ x at high noise) must scale with it.
+        self.out = nn.Sequential(nn.SiLU(), _zero(nn.Linear(hidden, self.dim)))
 
     @property
     def num_classes(self) -> int | None:
@@ -413,7 +415,7 @@ class UNet(nn.Module):
         return self.embed.null_label
 
     @staticmethod
-    def _apply(layer: nn.ModuleList, h: Tensor, emb: Tensor) -> Tensor:
+    def _run(layer: nn.ModuleList, h: Tensor, emb: Tensor) -> Tensor:
         for module in layer:
             h = module(h, emb) if isinstance(module, ResBlock) else module(h)
         return h
@@ -428,13 +430,13 @@ class UNet(nn.Module):
         h = self.conv_in(x)
         hs = [h]
         for layer in self.down:
-            h = self._apply(layer, h, emb)
+            h = self._run(layer, h, emb)
             hs.append(h)
-        h = self._apply(self.mid, h, emb)
+        h = self._run(self.mid, h, emb)
         for layer in self.up:
             if isinstance(layer[0], ResBlock):
                 h = torch.cat([h, hs.pop()], dim=1)
-            h = self._apply(layer, h, emb)
+            h = self._run(layer, h, emb)
         return self.out(h)
 
 

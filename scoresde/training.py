@@ -58,6 +58,7 @@ __all__ = [
     "CheckpointError",
     "NonFiniteLossError",
     "init_distributed",
+    "image_grid",
     "save_image_grid",
     "save_samples",
     "save_loss_curve",
@@ -776,7 +777,8 @@ class Trainer:
         if not path.is_file():
             raise FileNotFoundError(f"path: no checkpoint at {path}")
         try:
-            state = torch.load(path, map_location=self.device, weights_only=True)
+            # On the host: random states must stay CPU tensors; load_state_dict moves the rest.
+            state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # a truncated or foreign file
             raise CheckpointError(f"path: cannot read a checkpoint from {path}: {err}") from err
         if not isinstance(state, dict) or state.get("format") != _FORMAT:
@@ -848,27 +850,27 @@ def _png_bytes(img: np.ndarray) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
 
 
-def save_image_grid(
+def image_grid(
     images: Tensor,
-    path: str | os.PathLike,
     nrow: int | None = None,
     value_range: tuple[float, float] = (-1.0, 1.0),
     padding: int = 1,
     scale: int = 1,
-) -> Path:
-    """Save a batch of images `(B, C, H, W)` (C = 1 or 3) as one PNG grid.
+) -> np.ndarray:
+    """Tile a batch of images `(B, C, H, W)` (C = 1 or 3) into one uint8 array, `(H', W')` or `(H', W', 3)`.
 
     Values are clipped to `value_range` and mapped to 0..255; `nrow` images per row
-    (default about the square root of B); `scale` enlarges each pixel (nearest neighbour)
-    so 8x8 images stay visible.
+    (default about the square root of B), `padding` white pixels around each; `scale`
+    enlarges each pixel (nearest neighbour) so 8x8 images stay visible.
     """
     from einops import rearrange
 
     if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):
         got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise ValueError(f"images: expected a tensor of shape (B, 1 or 3, H, W), got {got}")
-    B, C, H, W = images.shape
+    B, C = images.shape[:2]
     nrow = max(1, math.ceil(math.sqrt(B))) if nrow is None else check_int("nrow", nrow)
+    scale = check_int("scale", scale)
     ncol = math.ceil(B / nrow)
     lo, hi = value_range
     x = ((images.detach().float().cpu().clamp(lo, hi) - lo) / (hi - lo) * 255).round().to(torch.uint8)
@@ -880,10 +882,15 @@ def save_image_grid(
     if scale > 1:
         grid = grid.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
     arr = grid.numpy()
-    arr = arr[..., 0] if C == 1 else arr
+    return np.ascontiguousarray(arr[..., 0] if C == 1 else arr)
+
+
+def save_image_grid(images: Tensor, path: str | os.PathLike, **kwargs) -> Path:
+    """Save a batch of images `(B, C, H, W)` as one PNG grid; `kwargs` as [`image_grid`][scoresde.training.image_grid]."""
+    arr = image_grid(images, **kwargs)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(_png_bytes(np.ascontiguousarray(arr)))
+    path.write_bytes(_png_bytes(arr))
     return path
 
 

@@ -36,6 +36,8 @@ def test_shapes_zero_init_and_gradients_reach_every_parameter(net, shape):
     net(x, t).square().sum().backward()
     unused = [n for n, p in net.named_parameters() if p.grad is None or torch.count_nonzero(p.grad) == 0]
     assert not unused  # DistributedDataParallel needs every parameter in the graph
+    net = net.to(torch.float64)  # nn.Module machinery (.to, .apply) is intact
+    assert net(x.double(), t.double()).dtype == torch.float64
 
 
 @pytest.mark.parametrize("make", [lambda: nets.MLP(4, hidden=32, num_classes=3), lambda: nets.UNet(1, 8, channels=16, num_classes=3)])
