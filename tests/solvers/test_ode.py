@@ -1,7 +1,5 @@
 """ODE solvers: convergence orders, adaptive tolerance, per-sample control, dense output, reverse time."""
 
-import math
-
 import pytest
 import torch
 
