@@ -71,14 +71,20 @@ class PerSampleGenerators(solvers.NoiseSource):
         return torch.stack([torch.randn(shape[1:], generator=g, dtype=dtype, device=device) for g in self.generators])
 
     def bind(self, shape, dtype, device, *, levy_area=False, span=None):
-        if levy_area:
-            raise ValueError("generator: per-sample generators do not provide the Levy area; use integer seeds")
-        self._check(tuple(shape), device)
+        shape = tuple(shape)
+        self._check(shape, device)
 
         def increment(t_cur: float, t_next: float) -> Tensor:
             return self.standard_normal(shape, dtype, device).mul_(math.sqrt(abs(t_next - t_cur)))
 
-        return increment
+        def increment_levy(t_cur: float, t_next: float) -> tuple[Tensor, Tensor]:
+            # dW = sqrt|h| xi_1, dZ = h (dW / 2 + sqrt(|h| / 12) xi_2) (Kloeden & Platen 1992, 10.4)
+            h = t_next - t_cur
+            xi = self.standard_normal((shape[0], 2, *shape[1:]), dtype, device)
+            dw = xi[:, 0] * math.sqrt(abs(h))
+            return dw, h * (0.5 * dw + math.sqrt(abs(h) / 12.0) * xi[:, 1])
+
+        return increment_levy if levy_area else increment
 
     def __repr__(self) -> str:
         return f"PerSampleGenerators(<{len(self.generators)} generators>)"
@@ -128,7 +134,7 @@ class _CheckedScore:
         self.fn = score
         self.nfe = 0
         self._bad_t = torch.full((), float("nan"), dtype=like.dtype, device=like.device)
-        self._bad_input = torch.zeros((), dtype=torch.bool, device=like.device)
+        self._bad_input = torch.zeros((), dtype=like.dtype, device=like.device)  # max |x| at that call
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         out = self.fn(x, t)
@@ -140,21 +146,19 @@ class _CheckedScore:
         self.nfe += 1
         first = torch.isnan(self._bad_t) & ~torch.isfinite(out).all()
         self._bad_t = torch.where(first, t.reshape(-1)[0].to(self._bad_t.dtype), self._bad_t)
-        self._bad_input = self._bad_input | (first & ~torch.isfinite(x).all())
+        self._bad_input = torch.where(first, x.detach().abs().amax().to(self._bad_input.dtype), self._bad_input)
         return out
 
-    def raise_if_nonfinite(self, sampler: str) -> None:
+    def raise_if_nonfinite(self) -> None:
+        """Raise `solvers.NonFiniteError` (a `ValueError`) if the score ever returned NaN or inf."""
         bad = self._bad_t.item()
         if math.isnan(bad):
             return
-        if bool(self._bad_input):
-            raise FloatingPointError(
-                f"{sampler}: the state became non-finite before the score call at t = {bad:.6g}; the sampler"
-                " diverged (steps too large for this SDE and grid: use more steps or a smaller step size)"
-            )
-        raise ValueError(
-            f"score: returned a non-finite value (NaN or inf) at t = {bad:.6g} for a finite input;"
-            " check the network and its time input"
+        size = self._bad_input.item()
+        raise solvers.NonFiniteError(
+            f"score: returned a non-finite value (NaN or inf) at t = {bad:.6g}; its input had max |x| = {size:.3g}"
+            " (a non-finite or huge input means the sampler diverged: use more steps or a smaller step size;"
+            " a moderate one points at the score function or its time input)"
         )
 
 
@@ -467,9 +471,9 @@ def sample(
     finally:
         if bar is not None:
             bar.close()
-    ctx._score.raise_if_nonfinite(type(sampler).__name__)
+    ctx._score.raise_if_nonfinite()
     if not bool(torch.isfinite(x).all()):
-        raise FloatingPointError(
+        raise solvers.NonFiniteError(
             f"sample: {type(sampler).__name__} produced non-finite values although the score stayed finite;"
             " the steps may be too large for this sampler (try more steps or another grid)"
         )

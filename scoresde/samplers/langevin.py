@@ -111,8 +111,9 @@ def ncsn_ratio(dim: int, target: float = 0.5) -> float:
     r"""NCSNv2's Technique 2: the geometric ratio $\gamma = \sigma_{i-1}/\sigma_i$ of the noise levels.
 
     Solves $\Phi(\sqrt{2D}(\gamma - 1) + 3\gamma) - \Phi(\sqrt{2D}(\gamma - 1) - 3\gamma) = $ `target`
-    ($\approx 0.5$ in the paper) for $\gamma > 1$, where $D$ is the data dimension: samples
-    perturbed at one level then have enough overlap with the next level's typical set.
+    ($\approx 0.5$ in the paper) for $\gamma > 1$, where $D \ge 5$ is the data dimension: samples
+    perturbed at one level then have enough overlap with the next level's typical set (the
+    rule is a high-dimensional one: for $\sqrt{2D} \le 3$ the overlap never falls to 0.5).
     (Choosing a different ratio can be reasonable; the paper's CIFAR-10 levels have
     $\gamma = 1.0376$, where the left side is 0.567.)
 
@@ -123,6 +124,10 @@ def ncsn_ratio(dim: int, target: float = 0.5) -> float:
     Reference: Song & Ermon, NeurIPS 2020, section 3.2, Technique 2.
     """
     dim = check_int("dim", dim)
+    if 2 * dim <= 9:
+        raise ValueError(
+            f"dim: the rule needs sqrt(2D) > 3, i.e. D >= 5 (below, the overlap never falls to the target), got {dim}"
+        )
     target = check_positive_finite("target", target)
     if target >= 1:
         raise ValueError(f"target: expected a value in (0, 1), got {target!r}")
