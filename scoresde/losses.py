@@ -441,7 +441,7 @@ class _DiscreteLoss:
         self.schedule = schedule
         self.reduction = reduction
         self.reduce_dims = reduce_dims
-        self._checked: set[int] = set()
+        self._checked: list = []  # the SDEs of models already checked against the schedule
 
     def _levels(self) -> int:
         raise NotImplementedError
@@ -459,7 +459,7 @@ class _DiscreteLoss:
             if not callable(model):
                 raise TypeError(f"model: expected a ScoreModel or a score callable score(x, t), got {type(model).__name__}")
             return
-        if id(model.sde) in self._checked:
+        if any(sde is model.sde for sde in self._checked):
             return
         try:
             sde = self.schedule.to_sde()
@@ -470,7 +470,7 @@ class _DiscreteLoss:
                 f"model: its SDE {model.sde!r} is not the continuous form of {self.schedule!r}"
                 f" ({sde!r}); build the ScoreModel with schedule.to_sde()"
             )
-        self._checked.add(id(model.sde))
+        self._checked.append(model.sde)
 
     def __call__(
         self,

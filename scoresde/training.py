@@ -195,10 +195,8 @@ class TrainConfig:
         check_int("warmup_steps", self.warmup_steps, minimum=0)
         check_int("seed", self.seed, minimum=0)
         check_int("num_workers", self.num_workers, minimum=0)
-        for name in ("lr",):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
-                raise ValueError(f"{name}: expected a finite number > 0, got {v!r}")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr: expected a finite number > 0, got {self.lr!r}")
         if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) or not self.weight_decay >= 0:
             raise ValueError(f"weight_decay: expected a number >= 0, got {self.weight_decay!r}")
         if len(tuple(self.betas)) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
@@ -356,12 +354,16 @@ class _Data:
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "index": self.index, "n": self.n, "batch_size": self.batch_size, "seed": self.seed}
 
-    def load_state_dict(self, state: dict) -> None:
+    def check_state(self, state: dict) -> None:
+        """Raise unless `state` describes this data order (same size, batch size and seed)."""
         if (state["n"], state["batch_size"], state["seed"]) != (self.n, self.batch_size, self.seed):
             raise CheckpointError(
                 "checkpoint: its data order (n={n}, batch_size={batch_size}, seed={seed}) differs from this run's"
                 f" (n={self.n}, batch_size={self.batch_size}, seed={self.seed}); the run cannot resume exactly".format(**state)
             )
+
+    def load_state_dict(self, state: dict) -> None:
+        self.check_state(state)
         self.epoch, self.index = state["epoch"], state["index"]
         self._iter = None
 
@@ -784,9 +786,7 @@ class Trainer:
         if not isinstance(state, dict) or state.get("format") != _FORMAT:
             raise CheckpointError(f"path: {path} is not a scoresde trainer checkpoint (format {_FORMAT})")
         self._check_compatible(state["meta"], path)
-        d = self.data
-        if (state["data"]["n"], state["data"]["batch_size"], state["data"]["seed"]) != (d.n, d.batch_size, d.seed):
-            d.load_state_dict(state["data"])  # raises with the explanation
+        self.data.check_state(state["data"])
         if (self.ema is None) != (state["ema"] is None):
             raise CheckpointError(f"path: {path} was saved {'without' if state['ema'] is None else 'with'} an EMA; this trainer has ema_decay={self.config.ema_decay}")
         # All checks passed: restore.
@@ -797,7 +797,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
-        d.load_state_dict(state["data"])
+        self.data.load_state_dict(state["data"])
         rng = state["rng"]
         if len(rng) == self.world:
             _set_rng_state(rng[self.rank], self.generator, self.device)
