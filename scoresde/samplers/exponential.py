@@ -67,17 +67,27 @@ class DPMSolverPP(Sampler):
     15 steps also end with lower orders (the last step first order), which stabilises
     few-step sampling (as in DPM-Solver and diffusers). One evaluation per step.
 
+    With `eta` $= \eta > 0$ it integrates the reverse SDE instead (SDE-DPM-Solver++): the same
+    formulas with $h$ replaced by $(1 + \eta)h$ in $\varphi_1, \varphi_2, \varphi_3$, the linear
+    coefficient $\frac{\sigma_{i+1}}{\sigma_i}e^{-\eta h}$, and the noise
+    $\sigma_{i+1}\sqrt{1 - e^{-2\eta h}}\,z$ added. $\eta = 1$ is the reverse SDE itself; its first-order
+    step is ancestral sampling (DDIM with $\eta = 1$).
+
     Arguments:
         order: 1, 2 (default) or 3.
         lower_order_final: lower the order of the last steps on short grids (default True).
+        eta: $\eta \in [0, 1]$: 0 (default) the probability flow, 1 the reverse SDE.
 
     References: Lu, Zhou, Bao, Chen, Li, Zhu, *DPM-Solver++: Fast Solver for Guided Sampling
-    of Diffusion Probabilistic Models*, 2022 (arXiv:2211.01095), Algorithm 2; the
-    third-order multistep update of the authors' `dpm_solver_pytorch.py`.
+    of Diffusion Probabilistic Models*, 2022 (arXiv:2211.01095), Algorithm 2 and appendix
+    (SDE-DPM-Solver++); the third-order multistep update of the authors'
+    `dpm_solver_pytorch.py`; the $\eta$ interpolation of k-diffusion's `sample_dpmpp_2m_sde`
+    and `sample_dpmpp_3m_sde`.
     """
 
     order: int = 2
     lower_order_final: bool = True
+    eta: float = 0.0
     default_steps: ClassVar[int] = 20
     default_grid: ClassVar[TimeGrid] = UniformLogSNR()
 
@@ -87,6 +97,12 @@ class DPMSolverPP(Sampler):
             raise ValueError(f"order: expected 1, 2 or 3, got {self.order!r}")
         if not isinstance(self.lower_order_final, bool):
             raise TypeError(f"lower_order_final: expected a bool, got {self.lower_order_final!r}")
+        if isinstance(self.eta, bool) or not isinstance(self.eta, (int, float)) or not 0 <= self.eta <= 1:
+            raise ValueError(f"eta: expected a number in [0, 1], got {self.eta!r}")
+
+    @property
+    def stochastic(self) -> bool:  # type: ignore[override]
+        return self.eta > 0
 
     def check(self, sde, ts):
         lam = 0.5 * sde._log_snr(ts.detach().to("cpu", torch.float64))
@@ -104,9 +120,13 @@ class DPMSolverPP(Sampler):
             history.pop(0)
         p = _step_order(self.order, i, ctx.steps, self.lower_order_final)
         h = lam[i + 1] - lam[i]
-        phi_1 = torch.expm1(-h)
-        # x_{i+1} = (sigma_{i+1}/sigma_i) x_i - alpha_{i+1} phi_1 m0 (+ higher-order terms)
-        x_next = (sigma[i + 1] / sigma[i]) * x - (alpha[i + 1] * phi_1) * m0
+        h_eta = (1.0 + self.eta) * h
+        phi_1 = torch.expm1(-h_eta)
+        # x_{i+1} = (sigma_{i+1}/sigma_i) e^{-eta h} x_i - alpha_{i+1} phi_1 m0 (+ higher-order terms)
+        ratio = sigma[i + 1] / sigma[i]
+        if self.eta > 0:
+            ratio = ratio * torch.exp(-self.eta * h)
+        x_next = ratio * x - (alpha[i + 1] * phi_1) * m0
         if p == 2:
             m1 = history[-2]
             r = (lam[i] - lam[i - 1]) / h
@@ -120,9 +140,12 @@ class DPMSolverPP(Sampler):
             d1_1 = (m1 - m2) / r1
             d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
             d2 = (d1_0 - d1_1) / (r0 + r1)
-            phi_2 = phi_1 / h + 1.0
-            phi_3 = phi_2 / h - 0.5
+            phi_2 = phi_1 / h_eta + 1.0
+            phi_3 = phi_2 / h_eta - 0.5
             x_next = x_next + (alpha[i + 1] * phi_2) * d1 - (alpha[i + 1] * phi_3) * d2
+        if self.eta > 0:
+            # + sigma_{i+1} sqrt(1 - e^{-2 eta h}) z
+            x_next = x_next + (sigma[i + 1] * (-torch.expm1(-2.0 * self.eta * h)).sqrt()) * ctx.randn()
         return x_next, m0
 
 

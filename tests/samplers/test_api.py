@@ -32,6 +32,7 @@ STOCHASTIC = [
     PredictorCorrector(),
     DDIM(eta=0.7),
     EDMHeun(churn=10.0),
+    DPMSolverPP(order=3, eta=1.0),
     AnnealedLangevin(n_steps_each=3, step_lr=1e-5),
 ]
 DETERMINISTIC = [DDIM(), EDMHeun(), DPMSolverPP(order=3), UniPC(), ProbabilityFlow()]
@@ -158,6 +159,7 @@ def _run(**kw):
         (lambda: DDIM(etta=0.5), TypeError, "etta"),
         (lambda: DDIM(eta=2.0), ValueError, r"eta: expected a number in \[0.0, 1.0\], got 2.0"),
         (lambda: DPMSolverPP(order=4), ValueError, r"order: expected 1, 2 or 3, got 4"),
+        (lambda: DPMSolverPP(eta=-0.1), ValueError, r"eta: expected a number in \[0, 1\], got -0.1"),
         (lambda: UniPC(variant="bh3"), ValueError, r"variant: expected 'bh1' or 'bh2', got 'bh3'"),
         (lambda: Ancestral(variance="learned"), ValueError, r"variance: expected 'posterior' or 'transition'"),
         (lambda: LangevinCorrector(snr=0.0), ValueError, r"snr: expected a finite number > 0, got 0.0"),

@@ -55,6 +55,8 @@ SAMPLERS = [
     (DDIM(), 400, ("vp",)),
     (EDMHeun(churn=30.0), 100, ("vp",)),
     (DPMSolverPP(order=2), 60, ("vp",)),
+    (DPMSolverPP(order=2, eta=1.0), 200, ("ve",)),
+    (DPMSolverPP(order=3, eta=0.5), 200, ("subvp",)),
     (ProbabilityFlow(solvers.Dopri5(rtol=1e-6, atol=1e-6)), None, ("vp",)),
 ]
 

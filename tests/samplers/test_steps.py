@@ -146,12 +146,12 @@ def test_ddim_is_first_order_exponential_integrator(sde):
 
 
 def test_ddim_eta_one_is_ancestral(sde):
-    """DDIM with eta = 1 is ancestral sampling with the posterior variance (same noise, same result)."""
+    """DDIM with eta = 1 and SDE-DPM-Solver++(1) are ancestral sampling with the posterior variance."""
     exact = ring().diffused(sde)
-    kw = dict(shape=(B, 2), steps=20, generator=5)
-    a = scoresde.sample(sde, exact.score, sampler=DDIM(eta=1.0), **kw)
-    b = scoresde.sample(sde, exact.score, sampler=Ancestral(), **kw)
-    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    kw = dict(shape=(B, 2), steps=20, generator=5, grid=UniformLogSNR())
+    a = scoresde.sample(sde, exact.score, sampler=Ancestral(), **kw)
+    for sampler in (DDIM(eta=1.0), DPMSolverPP(order=1, eta=1.0)):
+        torch.testing.assert_close(scoresde.sample(sde, exact.score, sampler=sampler, **kw), a, rtol=1e-10, atol=1e-10)
 
 
 # ---------------------------------------------------------------------- convergence orders
