@@ -10,7 +10,7 @@
    sampling is not sampling the tilted density (its weights and spreads differ), the
    known gap between guided diffusion and the tilted target.
 
-Usage: python benchmarks/bench_guidance.py [--out benchmarks/results] [--device cuda] [--quick]
+Usage: python benchmarks/bench_guidance.py [--out benchmarks/results] [--device cuda] [--quick] [--only cost|quality]
 Prints Markdown tables and saves `guidance_samples.png` to --out.
 """
 
@@ -39,8 +39,8 @@ from scoresde import (
 
 
 def timed(fn, device, reps):
-    """Median wall time of fn() in milliseconds (CUDA synchronised), after two warm-ups."""
-    for _ in range(2):
+    """Median wall time of fn() in milliseconds (CUDA synchronised), after three warm-ups."""
+    for _ in range(3):
         fn()
     times = []
     for _ in range(reps):
@@ -174,11 +174,14 @@ def main():
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and samples")
+    parser.add_argument("--only", choices=["cost", "quality"], help="run one of the two parts")
     args = parser.parse_args()
     device = torch.device(args.device)
-    cost_table(device, args.quick)
-    torch.set_default_dtype(torch.float64)
-    quality_table(device, args.quick, args.out)
+    if args.only in (None, "cost"):
+        cost_table(device, args.quick)
+    if args.only in (None, "quality"):
+        torch.set_default_dtype(torch.float64)
+        quality_table(device, args.quick, args.out)
 
 
 if __name__ == "__main__":
