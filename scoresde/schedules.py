@@ -49,8 +49,8 @@ def _as_1d_float64(name: str, values) -> Tensor:
     return v
 
 
-def _gather(table: Tensor, index: Tensor | int, like: Tensor | None) -> Tensor:
-    """table[index] on the device/dtype of `like` (or of index for tensors)."""
+def _gather(table: Tensor, index: Tensor | int, like: Tensor | None, dtype: torch.dtype | None = None) -> Tensor:
+    """table[index] on the device and dtype of `like` (else on index's device, in `dtype` or torch's default)."""
     if isinstance(index, bool) or not isinstance(index, (int, Tensor)):
         raise TypeError(f"index: expected an int or an integer tensor, got {type(index).__name__}")
     if isinstance(index, int):
@@ -61,7 +61,10 @@ def _gather(table: Tensor, index: Tensor | int, like: Tensor | None) -> Tensor:
     if validation_enabled() and bool(((index < 0) | (index >= n)).any()):
         raise ValueError(f"index: expected integers in [0, {n - 1}], got {index.tolist()}")
     device = like.device if like is not None else index.device
-    dtype = like.dtype if like is not None else torch.get_default_dtype()
+    if like is not None:
+        dtype = like.dtype
+    elif dtype is None:
+        dtype = torch.get_default_dtype()
     return table.to(device)[index.to(device)].to(dtype)
 
 
@@ -166,10 +169,10 @@ class DDPMSchedule:
 
     # ------------------------------------------------------------------ index <-> time
     def t_of_index(self, index: Tensor | int) -> Tensor:
-        """The continuous time $t_i = (i+1)T/N$ of step `index`."""
+        """The continuous time $t_i = (i+1)T/N$ of step `index` (float64, on index's device)."""
         if isinstance(index, int) and not isinstance(index, bool):
             index = torch.tensor(index)
-        return _gather(torch.arange(1, self.N + 1, dtype=torch.float64) * (self.T / self.N), index, None)
+        return _gather(torch.arange(1, self.N + 1, dtype=torch.float64) * (self.T / self.N), index, None, torch.float64)
 
     def index_of_t(self, t: float | Tensor) -> Tensor:
         r"""The (fractional) step index $i = tN/T - 1$ of time `t`, the inverse of `t_of_index`.
@@ -313,10 +316,10 @@ class NCSNSchedule:
         return _gather(self.sigmas, index, like)
 
     def t_of_index(self, index: Tensor | int) -> Tensor:
-        """The continuous time $t_i = iT/(L-1)$ of level `index`."""
+        """The continuous time $t_i = iT/(L-1)$ of level `index` (float64, on index's device)."""
         if isinstance(index, int) and not isinstance(index, bool):
             index = torch.tensor(index)
-        return _gather(torch.arange(self.L, dtype=torch.float64) * (self.T / (self.L - 1)), index, None)
+        return _gather(torch.arange(self.L, dtype=torch.float64) * (self.T / (self.L - 1)), index, None, torch.float64)
 
     def index_of_t(self, t: float | Tensor) -> Tensor:
         """The (fractional) level $i = t(L-1)/T$ of time `t`, the inverse of `t_of_index`."""
