@@ -30,11 +30,15 @@ __all__ = ["DPMSolverPP", "UniPC"]
 _LOWER_ORDER_FINAL_BELOW = 15
 
 
-def _step_order(order: int, i: int, steps: int, lower_order_final: bool) -> int:
-    """Multistep order at step i: warm up from 1, and lower the last steps on short grids."""
+def _step_order(order: int, i: int, ctx: SamplingContext, lower_order_final: bool) -> int:
+    """Multistep order at step i: warm up from 1, lower the last steps on short grids, and
+    take a first-order (denoising) step into zero noise, where h is infinite."""
+    steps = ctx.steps
     p = min(order, i + 1)
     if lower_order_final and steps < _LOWER_ORDER_FINAL_BELOW:
         p = min(p, steps - i)
+    if i == steps - 1 and ctx.ends_noise_free:
+        p = 1
     return p
 
 
@@ -118,7 +122,7 @@ class DPMSolverPP(Sampler):
         history.append(m0)
         if len(history) > self.order:
             history.pop(0)
-        p = _step_order(self.order, i, ctx.steps, self.lower_order_final)
+        p = _step_order(self.order, i, ctx, self.lower_order_final)
         h = lam[i + 1] - lam[i]
         h_eta = (1.0 + self.eta) * h
         phi_1 = torch.expm1(-h_eta)
@@ -257,7 +261,7 @@ class UniPC(Sampler):
         if len(models) > self.order:
             models.pop(0)
             indices.pop(0)
-        p = _step_order(self.order, i, ctx.steps, self.lower_order_final)
+        p = _step_order(self.order, i, ctx, self.lower_order_final)
         state["x_prev"], state["order_prev"] = x, p
         # UniP: predict x_{i+1}
         x_next = self._update(ctx, x, i, i + 1, models, indices, p, None)

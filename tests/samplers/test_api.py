@@ -236,9 +236,21 @@ def test_diverging_sampler_is_reported():
         _run(sampler=AnnealedLangevin(n_steps_each=50, step_lr=10.0), steps=3)
 
 
-def test_log_snr_samplers_need_a_positive_noise_level_before_the_end():
-    ts = torch.tensor([1.0, 0.5, 0.0, ])
+def test_log_snr_grid_needs_a_positive_noise_level_at_its_end():
     with pytest.raises(ValueError, match=r"t_end: the uniform log-SNR grid needs a finite log-SNR"):
         _run(sampler=DPMSolverPP(), t_end=0.0)
-    x = _run(sampler=DPMSolverPP(), grid=ts, steps=None)  # ending exactly at sigma = 0 is allowed
+
+
+@pytest.mark.parametrize(
+    "sampler", [DDIM(), EDMHeun(), DPMSolverPP(order=3), DPMSolverPP(order=3, eta=1.0), UniPC(), Ancestral()], ids=repr
+)
+def test_last_step_into_zero_noise_is_the_denoiser(sampler):
+    """A VP grid ending at t = 0 (sigma = 0): the last step returns Tweedie's x0 of the last evaluation,
+    on long grids too (where the multistep methods otherwise keep their full order)."""
+    sde = VPSDE()
+    exact = ring().diffused(sde)
+    ts = scoresde.UniformTime()(sde, 20, t_end=0.0)
+    seen = []
+    x = scoresde.sample(sde, exact.score, (6, 2), sampler, grid=ts, generator=0, callback=seen.append)
     assert torch.isfinite(x).all()
+    torch.testing.assert_close(x, seen[-1].denoised if seen[-1].denoised is not None else x)
