@@ -99,21 +99,21 @@ def as_noise_source(generator: Any, batch: int):
     * a sequence of `int` seeds (or an integer tensor), one per sample: sample $b$'s noise
       depends on its seed alone, so a sample is the same in any batch;
     * a sequence of `torch.Generator`, one per sample: the same invariance, drawn per sample;
-    * a `solvers` noise source (`GeneratorNoise`, `SeededNoise`, `BrownianTree`).
+    * a `solvers` noise source (`GeneratorNoise`, `SeededNoise`; a `BrownianTree` gives
+      increments only, for `ReverseSDESampler` with `x_init`).
     """
-    nz = solvers
     if generator is None or isinstance(generator, torch.Generator):
-        return nz.GeneratorNoise(generator)
-    if isinstance(generator, (nz.NoiseSource, PerSampleGenerators)):
+        return solvers.GeneratorNoise(generator)
+    if isinstance(generator, solvers.NoiseSource):
         return generator
     if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
-        return nz.SeededNoise(int(generator))
+        return solvers.SeededNoise(int(generator))
     if isinstance(generator, Tensor) or (isinstance(generator, (list, tuple)) and generator):
         if all(isinstance(g, torch.Generator) for g in generator):
             gens = PerSampleGenerators(generator)
             gens._check((batch,), gens.generators[0].device)
             return gens
-        seeds = nz.SeededNoise(generator if not isinstance(generator, tuple) else list(generator))
+        seeds = solvers.SeededNoise(generator if not isinstance(generator, tuple) else list(generator))
         if seeds.n_seeds is not None and seeds.n_seeds != batch:
             raise ValueError(
                 f"generator: got {seeds.n_seeds} per-sample seeds for a batch of {batch}: pass one seed per sample"
@@ -450,6 +450,10 @@ def sample(
     try:
         with torch.no_grad(), validation(False):
             if x_init is None:
+                if type(noise).standard_normal is solvers.NoiseSource.standard_normal:
+                    raise TypeError(
+                        f"generator: {noise!r} gives Brownian increments only; pass the prior draw as x_init"
+                    )
                 x = noise.standard_normal(shape, dtype, device) * sde.prior_std
             else:
                 x = x_init.clone()

@@ -254,3 +254,21 @@ def test_last_step_into_zero_noise_is_the_denoiser(sampler):
     x = scoresde.sample(sde, exact.score, (6, 2), sampler, grid=ts, generator=0, callback=seen.append)
     assert torch.isfinite(x).all()
     torch.testing.assert_close(x, seen[-1].denoised if seen[-1].denoised is not None else x)
+
+
+def test_brownian_tree_drives_the_reverse_sde():
+    """One Brownian path at two resolutions gives nearby samples (strong convergence); another path does not."""
+    sde = VPSDE()
+    exact = ring().diffused(sde)
+    x_T = sde.prior_sample((4, 2), generator=torch.Generator().manual_seed(0))
+
+    def run(tree, steps):
+        return scoresde.sample(sde, exact.score, sampler=ReverseSDESampler(), steps=steps, x_init=x_T, generator=tree,
+                               t_end=0.05)
+
+    tree = solvers.BrownianTree(0.0, 1.0, seed=[1, 2, 3, 4])
+    coarse, fine = run(tree, 100), run(tree, 200)
+    other = run(solvers.BrownianTree(0.0, 1.0, seed=[5, 6, 7, 8]), 200)
+    assert (coarse - fine).norm() < 0.2 * (other - fine).norm()
+    with pytest.raises(TypeError, match=r"generator: .*BrownianTree.* gives Brownian increments only; pass the prior"):
+        scoresde.sample(sde, exact.score, (4, 2), ReverseSDESampler(), steps=10, generator=tree)
