@@ -213,3 +213,37 @@ def test_third_order_multistep(order_problem):
     errs2, _ = _errors(order_problem, DPMSolverPP(order=2))
     assert slope3 >= 1.9, f"3M: errors {errs3}, fitted order {slope3:.2f}"
     assert all(e3 < e2 for e3, e2 in zip(errs3, errs2)), (errs3, errs2)
+
+
+@pytest.mark.parametrize("churn", [0.0, 20.0])
+def test_edm_heun_is_karras_algorithm_2(sde, churn):
+    """Karras et al.'s Algorithm 2 on x_hat = x / alpha with D(x_hat; sigma_hat) = E[x0 | x_t], sigma_hat = sigma / alpha,
+    written here from the exact denoiser and the SDE's inverse log-SNR, on a 5-step Karras grid."""
+    exact = ring().diffused(sde)
+    steps, s_noise = 5, 1.003
+    ts = scoresde.KarrasGrid(7.0)(sde, steps)
+    x_T = sde.prior_sample((B, 2), generator=torch.Generator().manual_seed(0))
+    sampler = EDMHeun(churn=churn, s_tmin=0.05, s_tmax=50.0, s_noise=s_noise)
+    out = scoresde.sample(sde, exact.score, sampler=sampler, grid=ts, x_init=x_T, generator=torch.Generator().manual_seed(7))
+
+    g = torch.Generator().manual_seed(7)
+    alpha, sigma = sde.marginal(ts)
+    sig = sigma / alpha
+    sig_max = sig[0]
+
+    def D(x_hat, s):
+        t = sde.t_from_log_snr(-2 * torch.log(s)) if s < sig_max else ts[0]
+        a = sde.marginal(t)[0]
+        return exact.denoiser(a * x_hat, t.expand(B))
+
+    x = x_T / alpha[0]
+    for i in range(steps):
+        gamma = min(churn / steps, math.sqrt(2) - 1) if 0.05 <= sig[i] <= 50.0 else 0.0
+        s_hat = torch.minimum(sig[i] * (1 + gamma), sig_max)
+        if churn > 0:
+            x = x + (s_hat**2 - sig[i] ** 2).sqrt() * s_noise * torch.randn(x.shape, generator=g)
+        d = (x - D(x, s_hat)) / s_hat
+        x_next = x + (sig[i + 1] - s_hat) * d
+        d2 = (x_next - D(x_next, sig[i + 1])) / sig[i + 1]
+        x = x + (sig[i + 1] - s_hat) * (d + d2) / 2
+    torch.testing.assert_close(out, alpha[-1] * x, rtol=1e-8, atol=1e-8)

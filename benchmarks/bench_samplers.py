@@ -1,0 +1,430 @@
+"""Samplers measured against exact scores (not a test: prints tables, saves a plot and JSON).
+
+The data is a ring of 8 narrow Gaussian components (radius 4, std 0.1, weights
+proportional to 1..8) in 2 and in 32 dimensions, diffused by the VP SDE of Song et al.
+(beta from 0.1 to 20). Its noised scores are exact (`scoresde.analytic`), so every error
+below is the sampler's own. For each sampler and budget of score evaluations (NFE):
+
+* `TV`: total variation between the share of samples nearest each mode and the weights;
+* `std err`: relative error of the within-mode standard deviation (samples within the
+  0.999 chi-square radius of their mode; the truncation is accounted for);
+* `off`: share of samples farther than that radius from every mode (0.1% for true samples);
+* `SW2`: sliced Wasserstein-2 distance to as many fresh true samples (256 directions; the
+  `true samples` row is the floor set by the sample size);
+* `ODE rms`, `ODE med`, `mode miss` (deterministic samplers): the RMS and the median
+  distance to a Dormand-Prince solve (rtol = atol = 1e-8, float64) of the same
+  probability-flow ODE from the same x_T, followed by the same final denoising, and the
+  share of samples that end nearest a different mode than the reference (the RMS is
+  dominated by these: adjacent modes are 3.06 apart).
+
+Peers: diffusers' DDPM, DDIM, DPMSolverMultistep and UniPC schedulers (if diffusers is
+installed) on the same exact noise prediction. They are given betas whose cumulative
+products are exactly the SDE's alpha_t^2 at t_k = (k + 1)/1000, so that the 1000-step
+chain and the continuous SDE share their marginals at every step; `clip_sample` is off
+(it would clip the ring, of radius 4, to [-1, 1]). Our samplers end at t = 1e-3 (the
+chain's first step) and finish with Tweedie's denoiser there, one more evaluation counted
+in the NFE; the rows marked "to 0" step into t = 0 instead, whose first-order last step is
+the denoiser at the last evaluated time with no extra evaluation (the peers' last step to
+sigma = 0 is the same).
+
+A second section checks the probability-flow likelihood against the exact log-density:
+exact divergence with the N(0, I) prior (whose mismatch with p_T is part of the error) and
+with the exact p_T (the ODE's error alone), and Hutchinson's estimate with 16 Rademacher
+probes against its reported standard error.
+
+Usage:
+    python benchmarks/bench_samplers.py [--quick] [--device cpu|cuda] [--out benchmarks/results]
+                                        [--only "UniPC,diffusers"] [--no-likelihood]
+
+The full run (20,000 samples, both dimensions) takes about 25 minutes on one CPU core,
+most of it in the exact 32-D mixture score; `--quick` about half a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from scipy import stats
+
+import scoresde
+import solvers
+from scoresde import (
+    DDIM,
+    VPSDE,
+    Ancestral,
+    DPMSolverPP,
+    EDMHeun,
+    GaussianMixture,
+    Hutchinson,
+    KarrasGrid,
+    LangevinCorrector,
+    PredictorCorrector,
+    ProbabilityFlow,
+    ReverseSDESampler,
+    UniformLogSNR,
+    UniformTime,
+    UniPC,
+)
+
+T_END = 1e-3
+N_TRAIN = 1000  # the peers' discrete chain
+
+
+# ---------------------------------------------------------------------------------------------
+# problem and metrics
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Problem:
+    dim: int
+    sde: VPSDE
+    mixture: GaussianMixture
+    exact: scoresde.DiffusedMixture
+    std: float
+    radius2: float  # squared "on-mode" radius: std^2 * chi2_{0.999}(dim)
+    expected_var: float  # E||x - mu||^2 / dim inside that radius, for true samples
+    projections: torch.Tensor
+
+
+def make_problem(dim: int, device: torch.device) -> Problem:
+    sde = VPSDE()
+    std = 0.1
+    mixture = GaussianMixture.ring(8, radius=4.0, std=std, dim=dim, weights=list(range(1, 9)))
+    q = stats.chi2.ppf(0.999, dim)
+    expected_var = std**2 * stats.chi2.cdf(q, dim + 2) / stats.chi2.cdf(q, dim)
+    g = torch.Generator().manual_seed(1234)
+    proj = torch.randn(dim, 256, generator=g, dtype=torch.float64)
+    proj = (proj / proj.norm(dim=0, keepdim=True)).to(device)
+    return Problem(dim, sde, mixture, mixture.diffused(sde), std, std**2 * q, expected_var, proj)
+
+
+def sorted_projections(p: Problem, x: torch.Tensor) -> torch.Tensor:
+    return (x.double() @ p.projections).sort(0).values
+
+
+def metrics(p: Problem, x: torch.Tensor, fresh: torch.Tensor, ref: torch.Tensor | None) -> dict:
+    """The measures of the module docstring; `fresh` holds the sorted projections of true samples."""
+    x = x.double()
+    means = p.mixture.means.to(x)
+    d2 = torch.cdist(x, means).pow(2)
+    dist2, mode = d2.min(1)
+    n = x.shape[0]
+    share = torch.bincount(mode, minlength=p.mixture.K).double() / n
+    on = dist2 <= p.radius2
+    within = (dist2[on].mean() / p.dim / p.expected_var).sqrt().item() - 1 if bool(on.any()) else math.nan
+    out = {
+        "tv": 0.5 * (share - p.mixture.weights.to(share)).abs().sum().item(),
+        "std_err": abs(within),
+        "off": 1.0 - on.double().mean().item(),
+        "sw2": (sorted_projections(p, x) - fresh).pow(2).mean().sqrt().item(),
+        "ode_rms": math.nan,
+        "ode_med": math.nan,
+        "mode_miss": math.nan,
+    }
+    if ref is not None:
+        ref = ref.double()
+        dist = (x - ref).norm(dim=1)
+        out["ode_rms"] = dist.pow(2).mean().sqrt().item()
+        out["ode_med"] = dist.median().item()
+        out["mode_miss"] = (torch.cdist(ref, means).argmin(1) != mode).double().mean().item()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# samplers: each entry makes samples from x_T with a seed, using at most `nfe` evaluations
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Entry:
+    name: str
+    group: str  # "ours" or "diffusers"
+    deterministic: bool
+    run: Callable[[torch.Tensor, int], torch.Tensor]  # (x_T, seed) -> samples
+    nfe: int
+
+
+def ours(p: Problem, nfe: int) -> list[Entry]:
+    """Our samplers with a budget of `nfe` evaluations, the last one the final Tweedie denoising."""
+    sde, score = p.sde, p.exact.score
+
+    def entry(name, sampler, steps, grid, deterministic, t_end=T_END):
+        """Steps to t_end then Tweedie (one more evaluation), or, with t_end = 0, steps into zero noise."""
+        if steps < 1:
+            return None
+        denoise = t_end > 0
+
+        def run(x_T, seed):
+            g = torch.Generator(device=x_T.device).manual_seed(seed)
+            return scoresde.sample(sde, score, sampler=sampler, steps=steps, grid=grid, t_end=t_end,
+                                   x_init=x_T, generator=g, denoise=denoise)
+
+        return Entry(name, "ours", deterministic, run, sampler.evaluations(steps) + int(denoise))
+
+    heun_steps = (nfe - 1) // 2
+    entries = [
+        entry("DDIM (uniform t)", DDIM(), nfe - 1, UniformTime(), True),
+        entry("EDM Heun (Karras)", EDMHeun(), heun_steps, KarrasGrid(), True),
+        entry("DPM-Solver++ 2M (uniform t)", DPMSolverPP(order=2), nfe - 1, UniformTime(), True),
+        entry("DPM-Solver++ 2M (log-SNR)", DPMSolverPP(order=2), nfe - 1, UniformLogSNR(), True),
+        entry("DPM-Solver++ 3M (log-SNR)", DPMSolverPP(order=3), nfe - 1, UniformLogSNR(), True),
+        entry("DPM-Solver++ 3M (Karras)", DPMSolverPP(order=3), nfe - 1, KarrasGrid(), True),
+        entry("DPM-Solver++ 2M (uniform t to 0)", DPMSolverPP(order=2), nfe, UniformTime(), True, t_end=0.0),
+        entry("UniPC-2 (uniform t)", UniPC(order=2), nfe - 1, UniformTime(), True),
+        entry("UniPC-2 (uniform t to 0)", UniPC(order=2), nfe, UniformTime(), True, t_end=0.0),
+        entry("UniPC-2 (log-SNR)", UniPC(order=2), nfe - 1, UniformLogSNR(), True),
+        entry("UniPC-3 (log-SNR)", UniPC(order=3), nfe - 1, UniformLogSNR(), True),
+        entry("Euler-Maruyama (uniform t)", ReverseSDESampler(), nfe - 1, UniformTime(), False),
+        entry("Ancestral (uniform t)", Ancestral(), nfe - 1, UniformTime(), False),
+        entry("Ancestral (log-SNR)", Ancestral(), nfe - 1, UniformLogSNR(), False),
+        entry("SDE-DPM-Solver++ 2M (uniform t)", DPMSolverPP(order=2, eta=1.0), nfe - 1, UniformTime(), False),
+        entry("SDE-DPM-Solver++ 2M (log-SNR)", DPMSolverPP(order=2, eta=1.0), nfe - 1, UniformLogSNR(), False),
+        entry("SDE-DPM-Solver++ 3M (log-SNR)", DPMSolverPP(order=3, eta=1.0), nfe - 1, UniformLogSNR(), False),
+        entry("PC, noise norms (uniform t)", PredictorCorrector(corrector=LangevinCorrector(norms="noise")),
+              heun_steps, UniformTime(), False),
+        entry("EDM Heun + churn 40 (Karras)", EDMHeun(churn=40.0), heun_steps, KarrasGrid(), False),
+    ]
+    return [e for e in entries if e is not None]
+
+
+def peers(p: Problem, nfe: int) -> list[Entry]:
+    """diffusers' schedulers on the exact eps, with betas matching the SDE's marginals at t_k = (k+1)/N."""
+    try:
+        import diffusers
+    except ImportError:
+        return []
+    sde, exact = p.sde, p.exact
+    t_k = torch.arange(1, N_TRAIN + 1, dtype=torch.float64) / N_TRAIN
+    alphas_cumprod = sde.marginal(t_k)[0] ** 2
+    betas = scoresde.DDPMSchedule.from_alphas_cumprod(alphas_cumprod).betas.numpy()
+
+    def entry(name, cls, deterministic, **config):
+        def run(x_T, seed):
+            sched = cls(num_train_timesteps=N_TRAIN, trained_betas=betas, **config)
+            sched.set_timesteps(nfe, device=x_T.device)
+            g = torch.Generator(device=x_T.device).manual_seed(seed)
+            x = x_T * sched.init_noise_sigma
+            for k in sched.timesteps:
+                t = (k.to(torch.float64) + 1) / N_TRAIN
+                eps = exact.eps(x, t.to(device=x.device, dtype=x.dtype).expand(x.shape[0]))
+                kw = {"generator": g} if not deterministic else {}
+                x = sched.step(eps, k, x, **kw).prev_sample
+            return x
+
+        return Entry(name, "diffusers", deterministic, run, nfe)
+
+    S = diffusers
+    return [
+        entry("diffusers DDPM", S.DDPMScheduler, False, clip_sample=False),
+        entry("diffusers DDIM", S.DDIMScheduler, True, clip_sample=False),
+        entry("diffusers DDIM (trailing)", S.DDIMScheduler, True, clip_sample=False, timestep_spacing="trailing"),
+        entry("diffusers DPMSolverMultistep", S.DPMSolverMultistepScheduler, True),
+        entry("diffusers DPMSolverMultistep 3", S.DPMSolverMultistepScheduler, True, solver_order=3),
+        entry("diffusers DPMSolverMultistep (Karras)", S.DPMSolverMultistepScheduler, True, use_karras_sigmas=True),
+        entry("diffusers UniPC", S.UniPCMultistepScheduler, True),
+        entry("diffusers UniPC 3", S.UniPCMultistepScheduler, True, solver_order=3),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# runs
+# ---------------------------------------------------------------------------------------------
+
+
+def reference(p: Problem, x_T: torch.Tensor) -> torch.Tensor:
+    """The probability-flow ODE from x_T to t = 1e-3 by Dormand-Prince at 1e-8 (float64), then Tweedie."""
+    return scoresde.sample(p.sde, p.exact.score, sampler=ProbabilityFlow(solvers.Dopri5(1e-8, 1e-8)),
+                           x_init=x_T.double(), t_end=T_END, denoise=True)
+
+
+def run_dim(dim: int, nfes: list[int], n: int, device: torch.device, dtype: torch.dtype,
+            only: list[str] | None = None) -> list[dict]:
+    p = make_problem(dim, device)
+    g = torch.Generator().manual_seed(0)
+    x_T = torch.randn(n, dim, generator=g, dtype=torch.float64).to(device)
+    fresh = sorted_projections(p, p.mixture.sample(n, generator=g).to(device))
+    fresh2 = p.mixture.sample(n, generator=g).to(device)
+    ref = reference(p, x_T)
+    rows = [dict(dim=dim, sampler="true samples", group="reference", nfe=0, deterministic=False, seconds=0.0,
+                 **metrics(p, fresh2, fresh, None))]
+    for nfe in nfes:
+        for e in ours(p, nfe) + peers(p, nfe):
+            if only and not any(pattern in e.name for pattern in only):
+                continue
+            t0 = time.perf_counter()
+            x = e.run(x_T.to(dtype), 1)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - t0
+            m = metrics(p, x, fresh, ref if e.deterministic else None)
+            rows.append(dict(dim=dim, sampler=e.name, group=e.group, nfe=e.nfe, budget=nfe,
+                             deterministic=e.deterministic, seconds=seconds, **m))
+    return rows
+
+
+def likelihood_rows(device: torch.device, n: int) -> list[dict]:
+    rows = []
+    for dim in (2, 32):
+        p = make_problem(dim, device)
+        x = p.mixture.sample(n, generator=torch.Generator().manual_seed(5)).to(device)
+        exact_prior = lambda z: p.exact.log_prob(z, p.sde.T)  # noqa: E731
+        cases = (("exact", "exact", None), ("exact, exact p_T", "exact", exact_prior),
+                 ("Hutchinson x16", Hutchinson(16), None))
+        for name, div, prior in cases:
+            t0 = time.perf_counter()
+            res = scoresde.log_likelihood(p.sde, p.exact.score, x, divergence=div, prior_logp=prior,
+                                          generator=torch.Generator(device=device).manual_seed(0))
+            seconds = time.perf_counter() - t0
+            err = res.log_prob - p.exact.log_prob(x, res.t_eps)
+            row = dict(dim=dim, divergence=name, nfe=res.nfe, seconds=seconds,
+                       max_err_per_dim=(err.abs().max() / dim).item(), mean_bpd=res.bits_per_dim().mean().item())
+            if res.std_error is not None:
+                z = err / res.std_error
+                row.update(mean_se=res.std_error.mean().item(), max_abs_z=z.abs().max().item(),
+                           batch_z=(err.sum() / res.std_error.pow(2).sum().sqrt()).item(),
+                           within_3se=(z.abs() < 3).double().mean().item())
+            rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# reporting
+# ---------------------------------------------------------------------------------------------
+
+
+def fmt(v: float, pct: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{100 * v:.2f}%" if pct else f"{v:.4f}"
+
+
+METRICS = ("tv", "std_err", "off", "sw2", "ode_rms", "ode_med", "mode_miss")
+PERCENT = ("std_err", "off", "mode_miss")
+HEADERS = ("TV", "std err", "off", "SW2", "ODE rms", "ODE med", "mode miss")
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| sampler | NFE | " + " | ".join(HEADERS) + " |", "|---" * (len(HEADERS) + 2) + "|"]
+    for r in rows:
+        cells = " | ".join(fmt(r[k], k in PERCENT) for k in METRICS)
+        lines.append(f"| {r['sampler']} | {r['nfe']} | {cells} |")
+    return "\n".join(lines)
+
+
+def best(rows: list[dict], key: str) -> dict | None:
+    valid = [r for r in rows if not math.isnan(r[key])]
+    return min(valid, key=lambda r: r[key]) if valid else None
+
+
+def summary(rows: list[dict], budgets: list[int]) -> str:
+    """At each budget: our best deterministic vs diffusers' best; our best stochastic vs diffusers' DDPM."""
+    lines = ["| dim | NFE | measure | ours, deterministic | diffusers, deterministic | ours, stochastic | diffusers DDPM |",
+             "|---|---|---|---|---|---|---|"]
+    for dim in sorted({r["dim"] for r in rows}):
+        for nfe in budgets:
+            at = [r for r in rows if r["dim"] == dim and r.get("budget") == nfe]
+            groups = {
+                "od": [r for r in at if r["group"] == "ours" and r["deterministic"]],
+                "dd": [r for r in at if r["group"] == "diffusers" and r["deterministic"]],
+                "os": [r for r in at if r["group"] == "ours" and not r["deterministic"]],
+                "ds": [r for r in at if r["sampler"] == "diffusers DDPM"],
+            }
+            for key in METRICS:
+                cells = []
+                for gname in ("od", "dd", "os", "ds"):
+                    b = best(groups[gname], key)
+                    cells.append("-" if b is None else f"{fmt(b[key], key in PERCENT)} ({b['sampler']})")
+                lines.append(f"| {dim} | {nfe} | {key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dims = sorted({r["dim"] for r in rows})
+    fig, axes = plt.subplots(len(dims), len(METRICS), figsize=(4.2 * len(METRICS), 3.6 * len(dims)), squeeze=False)
+    for i, dim in enumerate(dims):
+        data = [r for r in rows if r["dim"] == dim and r["group"] != "reference"]
+        names = list(dict.fromkeys(r["sampler"] for r in data))
+        for j, key in enumerate(METRICS):
+            ax = axes[i][j]
+            for name in names:
+                pts = sorted((r["nfe"], r[key]) for r in data if r["sampler"] == name and r[key] > 0)
+                if pts:
+                    style = "--" if name.startswith("diffusers") else "-"
+                    ax.plot(*zip(*pts), style, marker="o", ms=3, label=name)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_title(f"{dim}-D: {key}")
+            ax.set_xlabel("NFE")
+    axes[0][-1].legend(fontsize=6, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="2,000 samples, NFE 10 and 20 only")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    ap.add_argument("--samples", type=int, default=None, help="samples per run (default 20,000; quick: 2,000)")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--only", default=None,
+                    help="comma-separated substrings: run only the samplers whose names contain one")
+    ap.add_argument("--no-likelihood", action="store_true", help="skip the likelihood section")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="CPU threads (default 1: on shared machines more threads only add contention)")
+    args = ap.parse_args(argv)
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    torch.set_num_threads(args.threads)
+    nfes = [10, 20] if args.quick else [5, 10, 20, 50, 100]
+    n = args.samples or (2000 if args.quick else 20000)
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.set_grad_enabled(True)
+
+    print(f"# bench_samplers: {platform.node()} {platform.processor() or platform.machine()}, torch {torch.__version__},"
+          f" device {device}, {args.dtype}, {n} samples, NFE {nfes}")
+    try:
+        import diffusers
+
+        print(f"# peers: diffusers {diffusers.__version__}")
+    except ImportError:
+        print("# peers: diffusers not installed (pip install diffusers); only our samplers run")
+    rows = []
+    for dim in (2, 32):
+        t0 = time.perf_counter()
+        rows += run_dim(dim, nfes, n, device, dtype, args.only.split(",") if args.only else None)
+        print(f"\n## {dim}-D ring ({time.perf_counter() - t0:.0f} s)\n")
+        print(table([r for r in rows if r["dim"] == dim]))
+    budgets = [b for b in (10, 20) if b in nfes]
+    print("\n## Best at equal NFE (lower is better)\n")
+    print(summary(rows, budgets))
+
+    lik = [] if args.no_likelihood else likelihood_rows(device, 256 if not args.quick else 64)
+    print("\n## Probability-flow likelihood vs the exact log-density (Dopri5, rtol = atol = 1e-5)\n")
+    print("| dim | divergence | NFE | seconds | max error (nats/dim) | mean SE | batch z | share within 3 SE |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in lik:
+        print(f"| {r['dim']} | {r['divergence']} | {r['nfe']} | {r['seconds']:.2f} | {r['max_err_per_dim']:.5f} | "
+              f"{fmt(r.get('mean_se', math.nan))} | {fmt(r.get('batch_z', math.nan))} | "
+              f"{fmt(r.get('within_3se', math.nan), True)} |")
+
+    plot(rows, args.out / "bench_samplers.png")
+    (args.out / "bench_samplers.json").write_text(json.dumps({"rows": rows, "likelihood": lik}, indent=1))
+    print(f"\nwrote {args.out / 'bench_samplers.png'} and {args.out / 'bench_samplers.json'}")
+
+
+if __name__ == "__main__":
+    main()
