@@ -369,9 +369,10 @@ def plot(rows: list[dict], path: Path) -> None:
             ax.set_yscale("log")
             ax.set_title(f"{dim}-D: {key}")
             ax.set_xlabel("NFE")
-    axes[0][-1].legend(fontsize=6, loc="upper right")
+    handles, labels = axes[0][0].get_legend_handles_labels()  # the TV panel has every sampler
+    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
 
 
 def main(argv=None):
