@@ -42,8 +42,10 @@ def _step_order(order: int, i: int, ctx: SamplingContext, lower_order_final: boo
     return p
 
 
-def _check_finite_log_snr(sampler: Sampler, ctx_lam: Tensor) -> None:
-    if not bool(torch.isfinite(ctx_lam[:-1]).all()):
+def _check_finite_log_snr(sampler: Sampler, sde, ts: Tensor) -> None:
+    """The exponential integrators divide by step sizes in lambda: only the last time may have sigma = 0."""
+    lam = sde._log_snr(ts.detach().to("cpu", torch.float64))
+    if not bool(torch.isfinite(lam[:-1]).all()):
         raise ValueError(
             f"grid: {type(sampler).__name__} needs a finite log-SNR at every time but the last;"
             " use a grid with t > 0 before its end"
@@ -109,8 +111,7 @@ class DPMSolverPP(Sampler):
         return self.eta > 0
 
     def check(self, sde, ts):
-        lam = 0.5 * sde._log_snr(ts.detach().to("cpu", torch.float64))
-        _check_finite_log_snr(self, lam)
+        _check_finite_log_snr(self, sde, ts)
 
     def init(self, ctx, x):
         return []  # (denoised, lambda) of previous steps, newest last
@@ -197,8 +198,7 @@ class UniPC(Sampler):
                 raise TypeError(f"{name}: expected a bool, got {getattr(self, name)!r}")
 
     def check(self, sde, ts):
-        lam = 0.5 * sde._log_snr(ts.detach().to("cpu", torch.float64))
-        _check_finite_log_snr(self, lam)
+        _check_finite_log_snr(self, sde, ts)
 
     def init(self, ctx, x):
         # previous (x0_hat, index) pairs, the last state and the order of the last predictor

@@ -134,12 +134,6 @@ class EDMHeun(Sampler):
         gammas = torch.where(inside, torch.full_like(sigma_hat, gamma), torch.zeros_like(sigma_hat))
         return sigma_hat, gammas, sigma_hat[0]
 
-    def _denoise(self, ctx: SamplingContext, x_hat: Tensor, sigma_hat: Tensor, t: Tensor) -> Tensor:
-        """D(x_hat; sigma_hat) at time t (the SDE time of that noise level)."""
-        alpha, sigma = ctx.sde._marginal(t)
-        x = alpha * x_hat
-        return (x + sigma**2 * ctx.score_at(x, t)) / alpha
-
     def step(self, ctx: SamplingContext, x: Tensor, i: int, state):
         sigma_hat, gammas, sigma_hat_max = state
         s_cur, s_next = sigma_hat[i], sigma_hat[i + 1]
@@ -150,7 +144,8 @@ class EDMHeun(Sampler):
             # x^+ = x_i + sqrt(sigma^+^2 - sigma_i^2) S_noise z
             x_up = x_cur + (s_up**2 - s_cur**2).clamp(min=0).sqrt() * self.s_noise * ctx.randn()
             t_up = torch.where(s_up > s_cur, ctx.sde._t_from_log_snr(-2.0 * torch.log(s_up)), ctx.ts[i])
-            denoised = self._denoise(ctx, x_up, s_up, t_up)
+            # D(x^+; sigma^+): Tweedie at the time t^+ of that noise level, on x = alpha(t^+) x^+
+            denoised = ctx.denoised_at(ctx.sde._marginal(t_up)[0] * x_up, t_up)
         else:
             s_up, x_up = s_cur, x_cur
             denoised = ctx.denoised(x, i)
