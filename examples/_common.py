@@ -116,7 +116,7 @@ def samplers(smoke: bool) -> dict:
     """Samplers to compare, with their step counts: two stochastic, two deterministic."""
     k = 0.02 if smoke else 1.0
     return {
-        "reverse SDE (Euler-Maruyama), 500 steps": (ReverseDiffusion(), max(2, int(500 * k))),
+        "reverse diffusion, 500 steps": (ReverseDiffusion(), max(2, int(500 * k))),
         "predictor-corrector, 250 steps": (PredictorCorrector(), max(2, int(250 * k))),
         "DDIM (probability flow), 50 steps": (DDIM(), max(2, int(50 * k))),
         "DPM-Solver++(2M), 20 steps": (DPMSolverPP(order=2), max(2, int(20 * k))),

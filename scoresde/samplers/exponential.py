@@ -65,9 +65,13 @@ class DPMSolverPP(Sampler):
       $x_{i+1} = \frac{\sigma_{i+1}}{\sigma_i}x_i - \alpha_{i+1}\varphi_1 D$;
     * 3M: with $r_0 = h_{i-1}/h_i$, $r_1 = h_{i-2}/h_i$,
       $D_1^{(0)} = (\hat x_0^{(i)} - \hat x_0^{(i-1)})/r_0$, $D_1^{(1)} = (\hat x_0^{(i-1)} - \hat x_0^{(i-2)})/r_1$,
-      $D_1 = D_1^{(0)} + \tfrac{r_0}{r_0 + r_1}(D_1^{(0)} - D_1^{(1)})$, $D_2 = \tfrac{1}{r_0 + r_1}(D_1^{(0)} - D_1^{(1)})$,
+      $D_1 = D_1^{(0)} + \tfrac{r_0}{r_0 + r_1}(D_1^{(0)} - D_1^{(1)})$, $D_2 = \tfrac{2}{r_0 + r_1}(D_1^{(0)} - D_1^{(1)})$,
       $\varphi_2 = \varphi_1/h + 1$, $\varphi_3 = \varphi_2/h - \tfrac12$ and
       $x_{i+1} = \frac{\sigma_{i+1}}{\sigma_i}x_i - \alpha_{i+1}\varphi_1\hat x_0^{(i)} + \alpha_{i+1}\varphi_2 D_1 - \alpha_{i+1}\varphi_3 D_2$.
+
+    $D_1 \approx h\hat x_0'$ and $D_2 \approx h^2\hat x_0''$, which the $\varphi_3$ term needs for third
+    order; the published code (and diffusers, k-diffusion) takes half of this $D_2$, which
+    leaves the update second order (see the samplers guide).
 
     The first steps warm up with lower orders; with `lower_order_final` grids of fewer than
     15 steps also end with lower orders (the last step first order), which stabilises
@@ -144,7 +148,7 @@ class DPMSolverPP(Sampler):
             d1_0 = (m0 - m1) / r0
             d1_1 = (m1 - m2) / r1
             d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
-            d2 = (d1_0 - d1_1) / (r0 + r1)
+            d2 = 2.0 * (d1_0 - d1_1) / (r0 + r1)  # ~ h^2 x0'' (the published code has half)
             phi_2 = phi_1 / h_eta + 1.0
             phi_3 = phi_2 / h_eta - 0.5
             x_next = x_next + (alpha[i + 1] * phi_2) * d1 - (alpha[i + 1] * phi_3) * d2

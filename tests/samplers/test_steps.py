@@ -203,15 +203,20 @@ def test_deterministic_convergence_order(order_problem, sampler, order, band):
 
 
 def test_third_order_multistep(order_problem):
-    """DPM-Solver++(3M): more accurate than 2M at every N; its global order is at least 2.
+    """DPM-Solver++(3M): its multistep updates are third order.
 
-    Its first step is first order (there is no history yet), which bounds the global order
-    at 2 asymptotically (as in the reference implementation); the third-order steps show
-    in a smaller error constant.
+    The update must integrate the second-derivative term of the data prediction exactly:
+    with $\hat x_0(\lambda)$ expanded around $\lambda_i$, the exponential integral's
+    $x_0''$ term is $h^2\varphi_3 x_0''$, so $D_2$ must estimate $h^2 x_0''$ (the
+    divided difference $2(D_1^{(0)} - D_1^{(1)})/(r_0 + r_1)$); half of it (as in the
+    published code) leaves an $O(h^3)$ local error and a global order of 2 (fitted slopes
+    2.1-2.3 here). The first, first-order warm-up step still contributes an $O(h^2)$ error
+    with a small constant, so over N = 32..128 the fitted slope lies between 2.5 and 3.5
+    (VP 3.2, VE 2.7 measured), and 3M beats 2M at every N.
     """
     errs3, slope3 = _errors(order_problem, DPMSolverPP(order=3))
     errs2, _ = _errors(order_problem, DPMSolverPP(order=2))
-    assert slope3 >= 1.9, f"3M: errors {errs3}, fitted order {slope3:.2f}"
+    assert 2.5 <= slope3 <= 3.5, f"3M: errors {errs3}, fitted order {slope3:.2f}"
     assert all(e3 < e2 for e3, e2 in zip(errs3, errs2)), (errs3, errs2)
 
 
