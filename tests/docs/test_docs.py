@@ -62,5 +62,6 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     text = (ROOT / "README.md").read_text()
     blocks = [m.group("code") for m in FENCE.finditer(text) if m.group("info").strip() == "python"]
     assert blocks, "README has a Python example"
+    namespace = {"__name__": "__main__"}  # the README's blocks continue one another
     for code in blocks:
-        exec(compile(code, "README.md", "exec"), {"__name__": "__main__"})
+        exec(compile(code, "README.md", "exec"), namespace)
