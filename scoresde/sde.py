@@ -443,6 +443,14 @@ def _checked_score(score: ScoreFn, x: Tensor, t: Tensor) -> Tensor:
     return s
 
 
+def _score_drift(sde: SDE, score: ScoreFn, x: Tensor, t: Tensor, weight: float) -> Tensor:
+    """f(t) x - weight g(t)^2 score(x, t): the reverse drift (weight 1) or the probability flow (1/2)."""
+    t = _time_like(t, x)
+    f = append_dims(sde._drift_coef(t), x.ndim)
+    g2 = append_dims(sde._diffusion(t) ** 2, x.ndim)
+    return f * x - weight * g2 * _checked_score(score, x, t)
+
+
 class ForwardSDE:
     """The forward SDE as a `solvers` problem: `drift(x, t)` and `diffusion(x, t)`."""
 
@@ -472,10 +480,7 @@ class ReverseSDE:
         self.sde, self.score = sde, score
 
     def drift(self, x: Tensor, t: Tensor) -> Tensor:
-        t = _time_like(t, x)
-        f = append_dims(self.sde._drift_coef(t), x.ndim)
-        g2 = append_dims(self.sde._diffusion(t) ** 2, x.ndim)
-        return f * x - g2 * _checked_score(self.score, x, t)
+        return _score_drift(self.sde, self.score, x, t, 1.0)
 
     def diffusion(self, x: Tensor, t: Tensor) -> Tensor:
         t = _time_like(t, x)
@@ -499,10 +504,7 @@ class ProbabilityFlowODE:
         self.sde, self.score = sde, score
 
     def vector_field(self, x: Tensor, t: Tensor) -> Tensor:
-        t = _time_like(t, x)
-        f = append_dims(self.sde._drift_coef(t), x.ndim)
-        g2 = append_dims(self.sde._diffusion(t) ** 2, x.ndim)
-        return f * x - 0.5 * g2 * _checked_score(self.score, x, t)
+        return _score_drift(self.sde, self.score, x, t, 0.5)
 
     drift = vector_field
 
