@@ -203,7 +203,7 @@ def test_deterministic_convergence_order(order_problem, sampler, order, band):
 
 
 def test_third_order_multistep(order_problem):
-    """DPM-Solver++(3M): its multistep updates are third order.
+    r"""DPM-Solver++(3M): its multistep updates are third order.
 
     The update must integrate the second-derivative term of the data prediction exactly:
     with $\hat x_0(\lambda)$ expanded around $\lambda_i$, the exponential integral's
