@@ -544,7 +544,7 @@ class NCSNLoss(_DiscreteLoss):
         return torch.ones_like(sigma), sigma
 
     def _time(self, index: Tensor, like: Tensor) -> Tensor:
-        return index.to(like.dtype) * (self.schedule.T / (self.schedule.L - 1))  # t_i = i T / (L - 1)
+        return self.schedule.t_of_index(index).to(device=like.device, dtype=like.dtype)  # t_i = i T / (L - 1)
 
     def __repr__(self) -> str:
         return f"NCSNLoss({self.schedule!r}, reduction={self.reduction!r}, reduce_dims={self.reduce_dims!r})"
@@ -582,7 +582,7 @@ class DDPMLoss(_DiscreteLoss):
         return self.schedule.marginal(index, like=like)
 
     def _time(self, index: Tensor, like: Tensor) -> Tensor:
-        return (index.to(like.dtype) + 1) * (self.schedule.T / self.schedule.N)  # t_i = (i + 1) T / N
+        return self.schedule.t_of_index(index).to(device=like.device, dtype=like.dtype)  # t_i = (i + 1) T / N
 
     def __repr__(self) -> str:
         return f"DDPMLoss({self.schedule!r}, reduction={self.reduction!r}, reduce_dims={self.reduce_dims!r})"
