@@ -117,6 +117,19 @@ class FourierEmbedding(nn.Module):
         return torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
 
 
+class _Labelled:
+    """Class-conditioning properties of a network whose `embed` is a `TimeEmbedding`."""
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.embed.num_classes
+
+    @property
+    def null_label(self) -> int | None:
+        """The unconditional label (`num_classes`), or None."""
+        return self.embed.null_label
+
+
 class TimeEmbedding(nn.Module):
     r"""Time (and optional class) embedding: features of $t$, an MLP, plus a label embedding.
 
@@ -192,7 +205,7 @@ class _MLPBlock(nn.Module):
         return h + self.fc2(self.dropout(F.silu(z)))
 
 
-class MLP(nn.Module):
+class MLP(_Labelled, nn.Module):
     r"""A residual MLP with a time embedding, for low-dimensional data `(B, *event)`.
 
     $h_0 = W_{\text{in}}x$, then `depth` pre-norm residual blocks
@@ -234,15 +247,6 @@ class MLP(nn.Module):
         # No normalisation before the output: in low dimensions the magnitude of x varies from sample
         # to sample and the prediction (eps ~ x at high noise) must scale with it.
         self.out = nn.Sequential(nn.SiLU(), _zero(nn.Linear(hidden, self.dim)))
-
-    @property
-    def num_classes(self) -> int | None:
-        return self.embed.num_classes
-
-    @property
-    def null_label(self) -> int | None:
-        """The unconditional label (`num_classes`), or None."""
-        return self.embed.null_label
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         if not isinstance(x, Tensor) or x.ndim < 2 or x[0].numel() != self.dim:
@@ -309,7 +313,7 @@ class AttentionBlock(nn.Module):
         return x + self.proj(rearrange(out, "b h (x y) d -> b (h d) x y", x=H, y=W))
 
 
-class UNet(nn.Module):
+class UNet(_Labelled, nn.Module):
     r"""A small DDPM-style U-Net for square images of 8x8 to 32x32 pixels.
 
     Levels at resolutions `image_size / 2**i`, each with `num_res_blocks`
@@ -404,15 +408,6 @@ class UNet(nn.Module):
                 self.up.append(nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1)]))
                 res *= 2
         self.out = nn.Sequential(_norm(ch, groups), nn.SiLU(), _zero(nn.Conv2d(ch, out_channels, 3, padding=1)))
-
-    @property
-    def num_classes(self) -> int | None:
-        return self.embed.num_classes
-
-    @property
-    def null_label(self) -> int | None:
-        """The unconditional label (`num_classes`), or None."""
-        return self.embed.null_label
 
     @staticmethod
     def _run(layer: nn.ModuleList, h: Tensor, emb: Tensor) -> Tensor:

@@ -30,6 +30,12 @@ __all__ = ["DPMSolverPP", "UniPC"]
 _LOWER_ORDER_FINAL_BELOW = 15
 
 
+def _check_order(order: int) -> None:
+    check_int("order", order)
+    if order > 3:
+        raise ValueError(f"order: expected 1, 2 or 3, got {order!r}")
+
+
 def _step_order(order: int, i: int, ctx: SamplingContext, lower_order_final: bool) -> int:
     """Multistep order at step i: warm up from 1, lower the last steps on short grids, and
     take a first-order (denoising) step into zero noise, where h is infinite."""
@@ -102,9 +108,7 @@ class DPMSolverPP(Sampler):
     default_grid: ClassVar[TimeGrid] = UniformLogSNR()
 
     def __post_init__(self):
-        check_int("order", self.order)
-        if self.order > 3:
-            raise ValueError(f"order: expected 1, 2 or 3, got {self.order!r}")
+        _check_order(self.order)
         if not isinstance(self.lower_order_final, bool):
             raise TypeError(f"lower_order_final: expected a bool, got {self.lower_order_final!r}")
         if isinstance(self.eta, bool) or not isinstance(self.eta, (int, float)) or not 0 <= self.eta <= 1:
@@ -192,9 +196,7 @@ class UniPC(Sampler):
     default_grid: ClassVar[TimeGrid] = UniformLogSNR()
 
     def __post_init__(self):
-        check_int("order", self.order)
-        if self.order > 3:
-            raise ValueError(f"order: expected 1, 2 or 3, got {self.order!r}")
+        _check_order(self.order)
         if self.variant not in ("bh1", "bh2"):
             raise ValueError(f"variant: expected 'bh1' or 'bh2', got {self.variant!r}")
         for name in ("lower_order_final", "corrector"):
