@@ -35,6 +35,7 @@ ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
 #: The reverse-time steps `impute` offers.
 IMPUTE_PREDICTORS = ("ancestral", "euler_maruyama")
+IMPUTE_NORMS = ("noise", "sample", "batch")
 
 
 def _check_mask(mask, x_known: Tensor) -> Tensor:
@@ -116,6 +117,7 @@ def impute(
     predictor: str = "ancestral",
     corrector_steps: int = 0,
     snr: float = 0.16,
+    norms: str = "noise",
     t_end: float = 0.0,
     denoise: bool = True,
     x_init: Tensor | None = None,
@@ -139,11 +141,15 @@ def impute(
     ancestral step for the VP SDE and Song et al.'s ancestral step for the VE SDE (their
     appendix F). `"euler_maruyama"` steps the reverse SDE $dx = [f x - g^2 s]\,dt + g\,d\bar w$.
     The corrector is Song et al.'s Langevin step (Algorithms 4-5),
-    $x \leftarrow x + \epsilon\,s + \sqrt{2\epsilon}\,z$ with
-    $\epsilon = 2\,a^2 (r\,\lVert z\rVert / \lVert s\rVert)^2$ ($r$ = `snr`); as in the
-    authors' code the norms are averaged over the batch. (Per-sample norms agree in high
-    dimension but make the step explode in low dimension, where $\lVert s\rVert$ of one
-    sample near a mode can be arbitrarily small.)
+    $x \leftarrow x + \epsilon\,s + \sqrt{2\epsilon}\,z$ with the signal-to-noise rule
+    $\epsilon = 2\,a^2 (r\,\lVert z\rVert / \lVert s\rVert)^2$ ($r$ = `snr`). `norms` says whose
+    norms: `"noise"` (default) takes those of the noise-dominated limit,
+    $\lVert z\rVert^2 = D$, $\lVert s\rVert^2 = D/\sigma_t^2$, so $\epsilon = 2a^2r^2\sigma_t^2$ for every
+    sample: unbiased in any dimension, and no sample's step depends on the others; `"sample"` each
+    sample's own norms (these two as in
+    [`LangevinCorrector`][scoresde.samplers.reverse.LangevinCorrector], with its cap
+    $\epsilon \le \sigma_t^2$); `"batch"` the authors' code, norms averaged over the batch (a
+    sample then depends on the rest of its batch).
 
     With a mask that is all False this is ordinary predictor-corrector sampling.
 
@@ -156,6 +162,7 @@ def impute(
         predictor: `"ancestral"` or `"euler_maruyama"`.
         corrector_steps: Langevin steps per noise level (0: replacement alone).
         snr: the corrector's signal-to-noise ratio $r$ (Song et al. use 0.16 on CIFAR-10, VE).
+        norms: the corrector's step-size rule: `"noise"`, `"sample"` or `"batch"` (see above).
         t_end: the final time (0 by default).
         denoise: make the last step noise-free.
         x_init: the initial state at $T$ (drawn from the prior when omitted).
@@ -177,6 +184,11 @@ def impute(
     if predictor not in IMPUTE_PREDICTORS:
         raise ValueError(f"predictor: expected one of {IMPUTE_PREDICTORS}, got {predictor!r}")
     snr = check_positive_finite("snr", snr)
+    if norms not in IMPUTE_NORMS:
+        raise ValueError(f"norms: expected one of {IMPUTE_NORMS}, got {norms!r}")
+    from .samplers.reverse import LangevinCorrector
+
+    rule = None if norms == "batch" else LangevinCorrector(snr=snr, norms=norms)
     if isinstance(t_end, bool) or not isinstance(t_end, (int, float)) or not 0.0 <= t_end < sde.T:
         raise ValueError(f"t_end: expected a time in [0, T) = [0, {sde.T}), got {t_end!r}")
     if not isinstance(denoise, bool):
@@ -225,8 +237,11 @@ def impute(
                 # Langevin: eps = 2 a^2 (r |z| / |s|)^2, x <- x + eps s + sqrt(2 eps) z, then replace.
                 s = _checked_score(score, x, t_next)
                 z = _noise(x, generator)
-                s_norm, z_norm = _mean_norm(s), _mean_norm(z)
-                eps = torch.where(s_norm > 0, 2.0 * a * a * (snr * z_norm / torch.where(s_norm > 0, s_norm, 1.0)) ** 2, 0.0)
+                if rule is None:
+                    s_norm, z_norm = _mean_norm(s), _mean_norm(z)
+                    eps = torch.where(s_norm > 0, 2.0 * a * a * (snr * z_norm / torch.where(s_norm > 0, s_norm, 1.0)) ** 2, 0.0)
+                else:
+                    eps = rule.step_size(s, z, sigma_next**2, a * a)
                 x = x + append_dims(eps, x.ndim) * s + append_dims(torch.sqrt(2.0 * eps), x.ndim) * z
                 x = _replace(x, t_next, x_known, mask, sde, generator)
         x = torch.where(mask, x_known, x)

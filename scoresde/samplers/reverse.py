@@ -147,6 +147,21 @@ class LangevinCorrector:
         if self.max_step is not None:
             check_positive_finite("max_step", self.max_step)
 
+    def step_size(self, grad: Tensor, z: Tensor, sigma2: Tensor, alpha: Tensor | float) -> Tensor:
+        r"""The step $\epsilon$ of each sample, `(B,)`, for the score `grad` and the noise `z` at noise level $\sigma_t^2$."""
+        if self.norms == "sample":
+            # eps = 2 alpha (r ||z|| / ||g||)^2, per sample
+            g_norm = grad.flatten(1).norm(dim=1)
+            eps = 2.0 * alpha * (self.snr * z.flatten(1).norm(dim=1) / g_norm) ** 2
+            eps = torch.where(g_norm > 0, eps, torch.zeros_like(eps))
+        else:
+            # eps = 2 alpha r^2 sigma_t^2 (||z||^2 = D, ||g||^2 = D / sigma_t^2)
+            eps = (2.0 * alpha * self.snr**2 * sigma2) * torch.ones(grad.shape[0], dtype=grad.dtype, device=grad.device)
+        if self.max_step is not None:
+            # eps <= max_step sigma_t^2, the stability bound of the curvature
+            eps = torch.minimum(eps, self.max_step * sigma2 * torch.ones_like(eps))
+        return eps
+
     def correct(self, ctx: SamplingContext, x: Tensor, i: int, alpha: Tensor) -> Tensor:
         """Run the `n_steps` Langevin steps at grid time $t_i$ with the factor $\alpha$."""
         sigma2 = ctx.sigma[i] ** 2
@@ -154,17 +169,7 @@ class LangevinCorrector:
             # g = s(x, t_i); z ~ N(0, I)
             grad = ctx.score(x, i)
             z = ctx.randn()
-            if self.norms == "sample":
-                # eps = 2 alpha (r ||z|| / ||g||)^2, per sample
-                g_norm = grad.flatten(1).norm(dim=1)
-                eps = 2.0 * alpha * (self.snr * z.flatten(1).norm(dim=1) / g_norm) ** 2
-                eps = torch.where(g_norm > 0, eps, torch.zeros_like(eps))
-            else:
-                # eps = 2 alpha r^2 sigma_t^2 (||z||^2 = D, ||g||^2 = D / sigma_t^2)
-                eps = 2.0 * alpha * self.snr**2 * sigma2
-            if self.max_step is not None:
-                # eps <= max_step sigma_t^2, the stability bound of the curvature
-                eps = torch.clamp(eps, max=self.max_step * sigma2)
+            eps = self.step_size(grad, z, sigma2, alpha)
             # x <- x + eps g + sqrt(2 eps) z
             x = x + ctx.b(eps) * grad + ctx.b((2.0 * eps).sqrt()) * z
         return x

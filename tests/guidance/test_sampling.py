@@ -139,7 +139,8 @@ def test_imputation_is_exact_when_the_unknown_coordinates_are_independent():
     assert_mode_weights(nearest_component(x, mix), [w / 10 for w in weights], n)
 
 
-def test_langevin_correction_brings_imputation_towards_the_exact_conditional():
+@pytest.mark.parametrize("norms", ["noise", "batch"])  # "sample" is biased in 2-D (LangevinCorrector)
+def test_langevin_correction_brings_imputation_towards_the_exact_conditional(norms):
     """Two modes (-2, -2) and (2, 2), weights 0.7 / 0.3, observe x_0 = 1: exactly, p(mode 2 | x_0) = 1 - 2e-11.
 
     Replacement alone commits to a mode before the noisy observation is informative and
@@ -156,7 +157,8 @@ def test_langevin_correction_brings_imputation_towards_the_exact_conditional():
     mask = torch.tensor([True, False])
     errors = {}
     for m in (0, 3):
-        x = impute(sde, exact.score, x_known, mask, steps=200, corrector_steps=m, generator=torch.Generator().manual_seed(0))
+        x = impute(sde, exact.score, x_known, mask, steps=200, corrector_steps=m, norms=norms,
+                   generator=torch.Generator().manual_seed(0))
         assert torch.equal(x[:, 0], x_known[:, 0])
         errors[m] = 1.0 - (x[:, 1] > 0).double().mean().item()
         if m:
@@ -166,15 +168,15 @@ def test_langevin_correction_brings_imputation_towards_the_exact_conditional():
     assert errors[3] < 0.5 * errors[0]
 
 
-@pytest.mark.parametrize("predictor", ["ancestral", "euler_maruyama"])
-def test_predictor_corrector_sampling_keeps_the_mode_weights(predictor):
+@pytest.mark.parametrize("predictor,norms", [("ancestral", "noise"), ("euler_maruyama", "noise"), ("ancestral", "batch")])
+def test_predictor_corrector_sampling_keeps_the_mode_weights(predictor, norms):
     """With nothing known, impute is a predictor-corrector sampler; the corrector leaves p_t invariant."""
     mix = labelled_ring()
     sde = VESDE(sigma_min=0.01, sigma_max=10.0)
     n = 4000
     gen = torch.Generator().manual_seed(3)
     x = impute(sde, mix.diffused(sde).score, torch.zeros(n, 2), torch.zeros(1, 2, dtype=torch.bool), steps=100,
-               corrector_steps=1, predictor=predictor, generator=gen)
+               corrector_steps=1, predictor=predictor, norms=norms, generator=gen)
     assert_mode_weights(nearest_component(x, mix), [w / sum(WEIGHTS) for w in WEIGHTS], n)
     # Within a mode the spread is the component's, 0.4 (standard error 0.4 / sqrt(2 * 4000 / 6) = 0.011).
     k = nearest_component(x, mix)
