@@ -174,9 +174,11 @@ class SamplingContext:
         lam: the half-log-SNR $\lambda_{t_i} = \log(\alpha_{t_i}/\sigma_{t_i})$ (DPM-Solver's
             convention; `sde.log_snr` is $2\lambda$), `(N + 1,)`.
         shape, dtype, device: of the state.
+        final_denoise: whether Tweedie's denoiser follows the last step (`denoise=True` on a
+            grid that ends with $\sigma > 0$).
     """
 
-    def __init__(self, sde, score: ScoreFn, ts: Tensor, noise, shape: tuple, dtype, device):
+    def __init__(self, sde, score: ScoreFn, ts: Tensor, noise, shape: tuple, dtype, device, denoise: bool = False):
         self.sde = sde
         self.ts = ts
         self.steps = ts.numel() - 1
@@ -193,6 +195,9 @@ class SamplingContext:
         #: whether the grid ends where the noise vanishes (sigma = 0, infinite log-SNR):
         #: read once on the host, so samplers can take a first-order last step there.
         self.ends_noise_free = not math.isfinite(self.lam[-1].item())
+        #: whether Tweedie's denoiser follows the last step: a first-order step into zero noise
+        #: that ends the trajectory (multistep samplers count it when lowering their final orders).
+        self.final_denoise = bool(denoise) and not self.ends_noise_free
 
     # -- coefficient helpers
     def b(self, v: Tensor) -> Tensor:
@@ -405,6 +410,8 @@ def sample(
         raise TypeError(f"callback: expected a callable callback(info) or None, got {type(callback).__name__}")
 
     # -- the state's shape, device and dtype
+    if isinstance(shape, Sampler):
+        raise TypeError(f"shape: expected the batch shape (B, ...), got the sampler {shape!r}; pass it as sampler=...")
     if x_init is not None:
         check_float_tensor("x_init", x_init)
         if x_init.ndim < 1:
@@ -457,7 +464,7 @@ def sample(
                 x = noise.standard_normal(shape, dtype, device) * sde.prior_std
             else:
                 x = x_init.clone()
-            ctx = SamplingContext(sde, score, ts, noise, shape, dtype, device)
+            ctx = SamplingContext(sde, score, ts, noise, shape, dtype, device, denoise=denoise)
 
             def report(i: int, x_next: Tensor, denoised: Tensor | None, t_cur=None, t_next=None) -> None:
                 if bar is not None:

@@ -38,11 +38,16 @@ def _check_order(order: int) -> None:
 
 def _step_order(order: int, i: int, ctx: SamplingContext, lower_order_final: bool) -> int:
     """Multistep order at step i: warm up from 1, lower the last steps on short grids, and
-    take a first-order (denoising) step into zero noise, where h is infinite."""
+    take a first-order (denoising) step into zero noise, where h is infinite.
+
+    A final Tweedie denoising (`denoise=True`) is that first-order step into zero noise, so
+    it counts as the last step: the grid's own last step may then be of order 2, as the
+    second-to-last step of a grid that ends at sigma = 0 (DPM-Solver's and diffusers' rule)."""
     steps = ctx.steps
+    final = steps + int(ctx.final_denoise)  # steps, the denoising one included
     p = min(order, i + 1)
-    if lower_order_final and steps < _LOWER_ORDER_FINAL_BELOW:
-        p = min(p, steps - i)
+    if lower_order_final and final < _LOWER_ORDER_FINAL_BELOW:
+        p = min(p, final - i)
     if i == steps - 1 and ctx.ends_noise_free:
         p = 1
     return p
@@ -80,8 +85,10 @@ class DPMSolverPP(Sampler):
     leaves the update second order (see the samplers guide).
 
     The first steps warm up with lower orders; with `lower_order_final` grids of fewer than
-    15 steps also end with lower orders (the last step first order), which stabilises
-    few-step sampling (as in DPM-Solver and diffusers). One evaluation per step.
+    15 steps also end with lower orders (the last step first order, the one before at most
+    second order), which stabilises few-step sampling (as in DPM-Solver and diffusers). A
+    final denoising (`sample(..., denoise=True)`) is itself that first-order last step into
+    zero noise, and counts as one. One evaluation per step.
 
     With `eta` $= \eta > 0$ it integrates the reverse SDE instead (SDE-DPM-Solver++): the same
     formulas with $h$ replaced by $(1 + \eta)h$ in $\varphi_1, \varphi_2, \varphi_3$, the linear

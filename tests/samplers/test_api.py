@@ -189,6 +189,7 @@ def test_bad_sampler_options(make, exc, match):
         (dict(score=None), TypeError, r"score: expected a callable"),
         (dict(shape=(0, 2)), ValueError, r"shape: expected positive ints"),
         (dict(shape=None), ValueError, r"shape: expected the batch shape"),
+        (dict(shape=DDIM()), TypeError, r"shape: expected the batch shape \(B, ...\), got the sampler DDIM.*sampler=\.\.\."),
         (dict(grid=torch.tensor([1.0, 0.5, 0.7]), steps=None), ValueError, r"grid: expected strictly decreasing"),
         (dict(grid=torch.tensor([2.0, 0.5]), steps=None), ValueError, r"grid: expected times in \[0, T\]"),
         (dict(grid=torch.tensor([1.0, 0.5]), steps=3), ValueError, r"steps: the grid has 1 steps, got steps=3"),

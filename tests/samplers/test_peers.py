@@ -1,0 +1,67 @@
+"""Our samplers against diffusers' schedulers on the same exact noise prediction and the same grid.
+
+diffusers is a test dependency (`pip install -e ".[test]"`); these tests skip without it.
+The chain's betas are chosen so that its alphabar_k equal the SDE's alpha_t^2 at
+t_k = (k + 1)/1000; diffusers keeps its tables in float32, which bounds the agreement.
+"""
+
+import pytest
+import torch
+
+import scoresde
+from scoresde import DPMSolverPP, GaussianMixture, VPSDE
+
+diffusers = pytest.importorskip("diffusers")
+
+N = 1000
+K = [999, 700, 400, 200, 80, 20, 0]  # diffusers' timesteps: 7 evaluations, then a last step to sigma = 0
+
+
+def _problem():
+    sde = VPSDE()
+    mix = GaussianMixture.ring(4, radius=2.0, std=0.3, weights=[1.0, 2.0, 3.0, 4.0])
+    exact = mix.diffused(sde)
+    t_k = torch.arange(1, N + 1, dtype=torch.float64) / N
+    betas = scoresde.DDPMSchedule.from_alphas_cumprod(sde.marginal(t_k)[0] ** 2).betas.numpy()
+    x_T = torch.randn(512, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return sde, exact, betas, x_T
+
+
+def _diffusers_dpm(exact, betas, x_T, order):
+    sched = diffusers.DPMSolverMultistepScheduler(num_train_timesteps=N, trained_betas=betas, solver_order=order,
+                                                  lower_order_final=True, final_sigmas_type="zero")
+    sched.set_timesteps(timesteps=K)
+    x = x_T.clone()
+    for k in sched.timesteps:
+        t = torch.full((x.shape[0],), (int(k) + 1) / N, dtype=x.dtype)
+        x = sched.step(exact.eps(x, t), k, x).prev_sample
+    return x
+
+
+def test_dpm_solver_2m_with_final_denoising_is_diffusers_dpm_solver_ending_at_zero_noise():
+    """Six 2M steps to t = 1e-3 then Tweedie = diffusers' seven evaluations and its last step to sigma = 0.
+
+    The denoising counts as the first-order last step, so on this short grid (lower orders at
+    the end) the grid's own last step stays second order, as diffusers' second-to-last step.
+    """
+    sde, exact, betas, x_T = _problem()
+    ref = _diffusers_dpm(exact, betas, x_T, order=2).double()
+    grid = torch.tensor([(k + 1) / N for k in K], dtype=torch.float64)
+    ours = scoresde.sample(sde, exact.score, sampler=DPMSolverPP(order=2), grid=grid, x_init=x_T, denoise=True)
+    err = (ours - ref).abs().max().item()
+    assert err < 1e-4  # float32 tables in diffusers
+    # a first-order last grid step (the denoising not counted as a step) is a different method
+    first_order_last = scoresde.sample(sde, exact.score, sampler=DPMSolverPP(order=2), grid=grid, x_init=x_T)
+    alpha, sigma = sde.marginal(grid[-1])
+    tweedie = (first_order_last + sigma**2 * exact.score(first_order_last, grid[-1].expand(512))) / alpha
+    assert (tweedie - ref).abs().max().item() > 100 * err
+
+
+def test_order_schedule_counts_the_final_denoising():
+    """With denoising, lower_order_final changes nothing for 2M on a short grid (the last grid step is the
+    second-to-last step); without it, the last grid step is first order."""
+    sde, exact, _, x_T = _problem()
+    kw = dict(steps=6, x_init=x_T)
+    run = lambda lof, d: scoresde.sample(sde, exact.score, sampler=DPMSolverPP(order=2, lower_order_final=lof), denoise=d, **kw)  # noqa: E731
+    assert torch.equal(run(True, True), run(False, True))
+    assert not torch.allclose(run(True, False), run(False, False), atol=1e-6)
