@@ -190,6 +190,8 @@ class SamplingContext:
         self.lam = 0.5 * sde._log_snr(ts)
         #: the grid as Python floats (read once, before the loop)
         self.times: list[float] = ts.tolist()
+        #: the half-log-SNR on the grid as Python floats (read once, before the loop)
+        self.lams: list[float] = self.lam.tolist()
         #: the grid times as the `(B,)` tensors the score receives, `(N + 1, B)`
         self.t_grid = ts[:, None].repeat(1, self.batch)
         #: whether the grid ends where the noise vanishes (sigma = 0, infinite log-SNR):

@@ -28,6 +28,8 @@ __all__ = ["DPMSolverPP", "UniPC"]
 
 #: DPM-Solver and diffusers lower the order of the last steps below this many steps.
 _LOWER_ORDER_FINAL_BELOW = 15
+#: a step more than this many times as long in lambda as the one before is taken with first order
+_MAX_STEP_RATIO = 2.0
 
 
 def _check_order(order: int) -> None:
@@ -42,12 +44,23 @@ def _step_order(order: int, i: int, ctx: SamplingContext, lower_order_final: boo
 
     A final Tweedie denoising (`denoise=True`) is that first-order step into zero noise, so
     it counts as the last step: the grid's own last step may then be of order 2, as the
-    second-to-last step of a grid that ends at sigma = 0 (DPM-Solver's and diffusers' rule)."""
+    second-to-last step of a grid that ends at sigma = 0 (DPM-Solver's and diffusers' rule).
+
+    A step more than twice as long in lambda as the previous one is first order: the
+    multistep corrections extrapolate the data prediction over the new step from the
+    differences of the old ones, with weights that grow with the ratio (2M: h_i / (2 h_{i-1})),
+    so beyond 2 they amplify the history's errors more than they remove the step's (uniform-t
+    grids end with such a step: from t = 0.05 to 1e-3 the log-SNR jumps 5 times the step
+    before)."""
     steps = ctx.steps
     final = steps + int(ctx.final_denoise)  # steps, the denoising one included
     p = min(order, i + 1)
     if lower_order_final and final < _LOWER_ORDER_FINAL_BELOW:
         p = min(p, final - i)
+    if p > 1:
+        lams = ctx.lams
+        if lams[i + 1] - lams[i] > _MAX_STEP_RATIO * (lams[i] - lams[i - 1]):
+            p = 1
     if i == steps - 1 and ctx.ends_noise_free:
         p = 1
     return p
@@ -88,7 +101,10 @@ class DPMSolverPP(Sampler):
     15 steps also end with lower orders (the last step first order, the one before at most
     second order), which stabilises few-step sampling (as in DPM-Solver and diffusers). A
     final denoising (`sample(..., denoise=True)`) is itself that first-order last step into
-    zero noise, and counts as one. One evaluation per step.
+    zero noise, and counts as one. A step more than twice as long in $\lambda$ as the one before
+    is first order: the corrections extrapolate the previous steps' differences with a weight
+    that grows with the ratio ($h_i/2h_{i-1}$ in 2M), and beyond 2 they amplify the history's
+    errors (uniform-$t$ grids end with such a step). One evaluation per step.
 
     With `eta` $= \eta > 0$ it integrates the reverse SDE instead (SDE-DPM-Solver++): the same
     formulas with $h$ replaced by $(1 + \eta)h$ in $\varphi_1, \varphi_2, \varphi_3$, the linear
@@ -188,7 +204,8 @@ class UniPC(Sampler):
     Arguments:
         order: the predictor order, 1, 2 (default) or 3.
         variant: `"bh2"` (default) or `"bh1"`.
-        lower_order_final: lower the order of the last steps on grids of fewer than 15 steps.
+        lower_order_final: lower the order of the last steps on grids of fewer than 15 steps
+            (as `DPMSolverPP`; so is a step more than twice as long in $\lambda$ as the one before).
         corrector: apply UniC (default True); False leaves UniP alone.
 
     Reference: Zhao, Bai, Rao, Zhou, Lu, *UniPC: A Unified Predictor-Corrector Framework for

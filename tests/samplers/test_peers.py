@@ -12,6 +12,7 @@ import scoresde
 from scoresde import DPMSolverPP, GaussianMixture, VPSDE
 
 diffusers = pytest.importorskip("diffusers")
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # diffusers under numpy 2
 
 N = 1000
 K = [999, 700, 400, 200, 80, 20, 0]  # diffusers' timesteps: 7 evaluations, then a last step to sigma = 0
@@ -65,3 +66,30 @@ def test_order_schedule_counts_the_final_denoising():
     run = lambda lof, d: scoresde.sample(sde, exact.score, sampler=DPMSolverPP(order=2, lower_order_final=lof), denoise=d, **kw)  # noqa: E731
     assert torch.equal(run(True, True), run(False, True))
     assert not torch.allclose(run(True, False), run(False, False), atol=1e-6)
+
+
+def test_a_step_more_than_twice_as_long_in_log_snr_is_first_order():
+    """On a grid whose last step jumps in lambda (5x the previous one), the multistep samplers take it with
+    DDIM's first-order step: the same as stopping one point earlier and finishing with DDIM."""
+    from scoresde import DDIM, UniPC
+
+    sde, exact, _, x_T = _problem()
+    grid = torch.tensor([1.0, 0.8, 0.6, 0.45, 0.3, 0.2, 0.001], dtype=torch.float64)
+    lam = 0.5 * sde.log_snr(grid)
+    h = lam.diff()
+    assert h[-1] > 2 * h[-2] and bool((h[1:-1] <= 2 * h[:-2]).all())
+    for sampler in (DPMSolverPP(order=2, lower_order_final=False), DPMSolverPP(order=3, lower_order_final=False),
+                    UniPC(order=2, lower_order_final=False, corrector=False)):
+        full = scoresde.sample(sde, exact.score, sampler=sampler, grid=grid, x_init=x_T)
+        head = scoresde.sample(sde, exact.score, sampler=sampler, grid=grid[:-1], x_init=x_T)
+        tail = scoresde.sample(sde, exact.score, sampler=DDIM(), grid=grid[-2:], x_init=head)
+        assert torch.allclose(full, tail, rtol=0, atol=1e-12), sampler
+    # a step at most twice the previous one keeps its order: moving the last point closer changes the method
+    near = grid.clone()
+    near[-1] = 0.12
+    assert 0.5 * (sde.log_snr(near[-1:]) - sde.log_snr(near[-2:-1])) <= 2 * h[-2]
+    sampler = DPMSolverPP(order=2, lower_order_final=False)
+    full = scoresde.sample(sde, exact.score, sampler=sampler, grid=near, x_init=x_T)
+    head = scoresde.sample(sde, exact.score, sampler=sampler, grid=near[:-1], x_init=x_T)
+    tail = scoresde.sample(sde, exact.score, sampler=DDIM(), grid=near[-2:], x_init=head)
+    assert (full - tail).abs().max() > 1e-4
