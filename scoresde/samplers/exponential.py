@@ -95,7 +95,8 @@ class DPMSolverPP(Sampler):
 
     $D_1 \approx h\hat x_0'$ and $D_2 \approx h^2\hat x_0''$, which the $\varphi_3$ term needs for third
     order; the published code (and diffusers, k-diffusion) takes half of this $D_2$, which
-    leaves the update second order (see the samplers guide).
+    leaves the update second order (see the samplers guide). Third order pays once the steps
+    are short: with about 10 evaluations ($h \approx 1$) 2M is the better choice.
 
     The first steps warm up with lower orders; with `lower_order_final` grids of fewer than
     15 steps also end with lower orders (the last step first order, the one before at most
