@@ -117,6 +117,9 @@ class DPMSolverPP(Sampler):
         order: 1, 2 (default) or 3.
         lower_order_final: lower the order of the last steps on short grids (default True).
         eta: $\eta \in [0, 1]$: 0 (default) the probability flow, 1 the reverse SDE.
+        d2: the 3M update's second difference: `"taylor"` (default, the estimate of
+            $h^2\hat x_0''$ above: third order) or `"half"` (half of it, as the published code,
+            diffusers and k-diffusion: second order, the reference implementations' numbers).
 
     References: Lu, Zhou, Bao, Chen, Li, Zhu, *DPM-Solver++: Fast Solver for Guided Sampling
     of Diffusion Probabilistic Models*, 2022 (arXiv:2211.01095), Algorithm 2 and appendix
@@ -128,6 +131,7 @@ class DPMSolverPP(Sampler):
     order: int = 2
     lower_order_final: bool = True
     eta: float = 0.0
+    d2: str = "taylor"
     default_steps: ClassVar[int] = 20
     default_grid: ClassVar[TimeGrid] = UniformLogSNR()
 
@@ -135,6 +139,8 @@ class DPMSolverPP(Sampler):
         _check_order(self.order)
         if not isinstance(self.lower_order_final, bool):
             raise TypeError(f"lower_order_final: expected a bool, got {self.lower_order_final!r}")
+        if self.d2 not in ("taylor", "half"):
+            raise ValueError(f"d2: expected 'taylor' or 'half', got {self.d2!r}")
         if isinstance(self.eta, bool) or not isinstance(self.eta, (int, float)) or not 0 <= self.eta <= 1:
             raise ValueError(f"eta: expected a number in [0, 1], got {self.eta!r}")
 
@@ -176,7 +182,8 @@ class DPMSolverPP(Sampler):
             d1_0 = (m0 - m1) / r0
             d1_1 = (m1 - m2) / r1
             d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
-            d2 = 2.0 * (d1_0 - d1_1) / (r0 + r1)  # ~ h^2 x0'' (the published code has half)
+            # ~ h^2 x0'' (the published code has half)
+            d2 = (2.0 if self.d2 == "taylor" else 1.0) * (d1_0 - d1_1) / (r0 + r1)
             phi_2 = phi_1 / h_eta + 1.0
             phi_3 = phi_2 / h_eta - 0.5
             x_next = x_next + (alpha[i + 1] * phi_2) * d1 - (alpha[i + 1] * phi_3) * d2

@@ -160,6 +160,7 @@ def _run(**kw):
         (lambda: DDIM(eta=2.0), ValueError, r"eta: expected a number in \[0.0, 1.0\], got 2.0"),
         (lambda: DPMSolverPP(order=4), ValueError, r"order: expected 1, 2 or 3, got 4"),
         (lambda: DPMSolverPP(eta=-0.1), ValueError, r"eta: expected a number in \[0, 1\], got -0.1"),
+        (lambda: DPMSolverPP(order=3, d2="full"), ValueError, r"d2: expected 'taylor' or 'half', got 'full'"),
         (lambda: UniPC(variant="bh3"), ValueError, r"variant: expected 'bh1' or 'bh2', got 'bh3'"),
         (lambda: Ancestral(variance="learned"), ValueError, r"variance: expected 'posterior' or 'transition'"),
         (lambda: LangevinCorrector(snr=0.0), ValueError, r"snr: expected a finite number > 0, got 0.0"),

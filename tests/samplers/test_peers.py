@@ -39,18 +39,25 @@ def _diffusers_dpm(exact, betas, x_T, order):
     return x
 
 
-def test_dpm_solver_2m_with_final_denoising_is_diffusers_dpm_solver_ending_at_zero_noise():
-    """Six 2M steps to t = 1e-3 then Tweedie = diffusers' seven evaluations and its last step to sigma = 0.
+@pytest.mark.parametrize("order, d2", [(2, "taylor"), (3, "half")])
+def test_dpm_solver_with_final_denoising_is_diffusers_dpm_solver_ending_at_zero_noise(order, d2):
+    """Six steps to t = 1e-3 then Tweedie = diffusers' seven evaluations and its last step to sigma = 0.
 
     The denoising counts as the first-order last step, so on this short grid (lower orders at
     the end) the grid's own last step stays second order, as diffusers' second-to-last step.
+    3M agrees with the published update when it takes half our second difference (d2="half").
     """
     sde, exact, betas, x_T = _problem()
-    ref = _diffusers_dpm(exact, betas, x_T, order=2).double()
+    ref = _diffusers_dpm(exact, betas, x_T, order=order).double()
     grid = torch.tensor([(k + 1) / N for k in K], dtype=torch.float64)
-    ours = scoresde.sample(sde, exact.score, sampler=DPMSolverPP(order=2), grid=grid, x_init=x_T, denoise=True)
+    ours = scoresde.sample(sde, exact.score, sampler=DPMSolverPP(order=order, d2=d2), grid=grid, x_init=x_T,
+                           denoise=True)
     err = (ours - ref).abs().max().item()
     assert err < 1e-4  # float32 tables in diffusers
+    if order == 3:  # the third-order (Taylor) second difference is a different method
+        taylor = scoresde.sample(sde, exact.score, sampler=DPMSolverPP(order=3), grid=grid, x_init=x_T, denoise=True)
+        assert (taylor - ref).abs().max().item() > 100 * err
+        return
     # a first-order last grid step (the denoising not counted as a step) is a different method
     first_order_last = scoresde.sample(sde, exact.score, sampler=DPMSolverPP(order=2), grid=grid, x_init=x_T)
     alpha, sigma = sde.marginal(grid[-1])

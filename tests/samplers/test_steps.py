@@ -218,6 +218,10 @@ def test_third_order_multistep(order_problem):
     errs2, _ = _errors(order_problem, DPMSolverPP(order=2))
     assert 2.5 <= slope3 <= 3.5, f"3M: errors {errs3}, fitted order {slope3:.2f}"
     assert all(e3 < e2 for e3, e2 in zip(errs3, errs2)), (errs3, errs2)
+    # the published second difference (d2="half"): second order, and larger errors at every N
+    errs_half, slope_half = _errors(order_problem, DPMSolverPP(order=3, d2="half"))
+    assert 1.8 <= slope_half <= 2.45, f"3M, half D2: errors {errs_half}, fitted order {slope_half:.2f}"
+    assert all(e3 < eh for e3, eh in zip(errs3, errs_half)), (errs3, errs_half)
 
 
 @pytest.mark.parametrize("churn", [0.0, 20.0])
