@@ -184,6 +184,8 @@ def ours(p: Problem, nfe: int) -> list[Entry]:
         entry("DPM-Solver++ 3M (Karras)", DPMSolverPP(order=3), nfe - 1, KarrasGrid(), True),
         entry("DPM-Solver++ 2M (uniform t to 0)", DPMSolverPP(order=2), nfe, UniformTime(), True, t_end=0.0),
         entry("DPM-Solver++ 3M (uniform t to 0)", DPMSolverPP(order=3), nfe, UniformTime(), True, t_end=0.0),
+        entry("DPM-Solver++ 3M, half D2 (uniform t to 0)", DPMSolverPP(order=3, d2="half"), nfe, UniformTime(), True,
+              t_end=0.0),
         entry("DPM-Solver++ 3M (uniform t)", DPMSolverPP(order=3), nfe - 1, UniformTime(), True),
         entry("UniPC-3 (uniform t to 0)", UniPC(order=3), nfe, UniformTime(), True, t_end=0.0),
         entry("UniPC-2 (uniform t)", UniPC(order=2), nfe - 1, UniformTime(), True),
