@@ -213,7 +213,9 @@ class UniPC(Sampler):
         order: the predictor order, 1, 2 (default) or 3.
         variant: `"bh2"` (default) or `"bh1"`.
         lower_order_final: lower the order of the last steps on grids of fewer than 15 steps
-            (as `DPMSolverPP`; so is a step more than twice as long in $\lambda$ as the one before).
+            (as `DPMSolverPP`, whose other order rules UniPC shares: a final denoising counts
+            as the last step, and a step more than twice as long in $\lambda$ as the one before
+            is first order).
         corrector: apply UniC (default True); False leaves UniP alone.
 
     Reference: Zhao, Bai, Rao, Zhou, Lu, *UniPC: A Unified Predictor-Corrector Framework for
