@@ -156,10 +156,10 @@ class LangevinCorrector:
             eps = torch.where(g_norm > 0, eps, torch.zeros_like(eps))
         else:
             # eps = 2 alpha r^2 sigma_t^2 (||z||^2 = D, ||g||^2 = D / sigma_t^2)
-            eps = (2.0 * alpha * self.snr**2 * sigma2) * torch.ones(grad.shape[0], dtype=grad.dtype, device=grad.device)
+            eps = (2.0 * alpha * self.snr**2 * sigma2) * grad.new_ones(grad.shape[0])
         if self.max_step is not None:
             # eps <= max_step sigma_t^2, the stability bound of the curvature
-            eps = torch.minimum(eps, self.max_step * sigma2 * torch.ones_like(eps))
+            eps = torch.minimum(eps, self.max_step * sigma2)
         return eps
 
     def correct(self, ctx: SamplingContext, x: Tensor, i: int, alpha: Tensor) -> Tensor:

@@ -47,7 +47,9 @@ def test_moons_match_make_moons_in_distribution():
     a = torch.tensor(C.two_moons(10_000, 0.05, np.random.default_rng(1)))
     b = torch.tensor(make_moons(10_000, noise=0.05, random_state=1)[0])
     c = torch.tensor(C.two_moons(10_000, 0.05, np.random.default_rng(2)))
-    # the distance to make_moons is no larger than between two of our own i.i.d. sets, up to noise
+    # the distance to make_moons is no larger than between two of our own i.i.d. sets, up to noise:
+    # the sliced W2 of two independent sets varies by about 15% (standard deviation of the five
+    # pairs in the training benchmark), so 1.5 is three of those above
     assert C.sliced_w2(a, b, 64) < 1.5 * C.sliced_w2(a, c, 64)
 
 
@@ -57,7 +59,8 @@ def test_fresh_iid_draws_score_the_noise_floor():
 
     held = C.HeldOut("moons", 2000, seed=0, pairs=5, n_proj=64)
     fresh = [held.distance(C.toy_data("moons", 2000, seed=50 + k)) for k in range(5)]
-    assert abs(np.mean(fresh) - held.floor) < 4 * held.floor_std / math.sqrt(5)
+    # both are means of 5 distances with the spread floor_std: the difference has SE floor_std sqrt(2/5)
+    assert abs(np.mean(fresh) - held.floor) < 4 * held.floor_std * math.sqrt(2 / 5)
     strat = [C.sliced_w2(torch.tensor(make_moons(2000, noise=0.05, random_state=2 * k)[0]),
                          torch.tensor(make_moons(2000, noise=0.05, random_state=2 * k + 1)[0]), 64) for k in range(5)]
     raw_floor = [C.sliced_w2(torch.tensor(C.two_moons(2000, 0.05, np.random.default_rng(2 * k))),
