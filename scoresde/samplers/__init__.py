@@ -2,6 +2,7 @@
 
 from .base import PerSampleGenerators, Sampler, SamplingContext, StepInfo, as_noise_source, sample
 from .exponential import DPMSolverPP, UniPC
+from .fitted import FittedGrid, fit_grid
 from .langevin import AnnealedLangevin, ncsn_levels, ncsn_ratio, ncsn_sigma_max, ncsn_step_size
 from .ode import DDIM, EDMHeun
 from .reverse import Ancestral, LangevinCorrector, PredictorCorrector, ReverseDiffusion
@@ -29,4 +30,6 @@ __all__ = [
     "EDMHeun",
     "DPMSolverPP",
     "UniPC",
+    "FittedGrid",
+    "fit_grid",
 ]
