@@ -172,10 +172,13 @@ def fit_grid(
         )
     reference = reference.to(torch.float64).flatten(1)
 
+    errors: list[Exception] = []
+
     def rms_of(ts: Tensor) -> float:
         try:
             x = sample(sde, score, sampler=sampler, grid=ts.to(pilot.dtype), x_init=pilot, denoise=denoise)
-        except solvers.NonFiniteError:
+        except solvers.NonFiniteError as e:  # a candidate grid on which the sampler diverges
+            errors.append(e)
             return math.inf
         d2 = (x.to(torch.float64).flatten(1) - reference).pow(2).sum(1).mean().item()
         return math.sqrt(d2) if math.isfinite(d2) else math.inf
@@ -195,6 +198,11 @@ def fit_grid(
         r = rms_of(ts)
         if r < best_rms or best_ts is None:
             best_name, best_ts, best_rms = name, ts, r
+    if not math.isfinite(best_rms):
+        raise ValueError(
+            f"sampler: {sampler!r} gave non-finite samples on every built-in grid with {steps} steps, so there is"
+            " no grid to start the fit from (try more steps, or check the score)"
+        ) from (errors[0] if errors else None)
     lam0 = _half_log_snr(sde, best_ts).numpy()
     theta0 = np.log(np.clip(np.diff(lam0) / (lam_end - lam_T), 1e-12, None))
     count = {"n": len(starts)}

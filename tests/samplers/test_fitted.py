@@ -102,3 +102,11 @@ def test_bad_input():
         fit_grid(sde, score, UniPC(), 5, pilot, reference=torch.zeros(8, 2))
     with pytest.raises(TypeError, match="denoise: expected a bool"):
         fit_grid(sde, score, UniPC(), 5, pilot, denoise=1)
+
+
+def test_a_score_that_fails_everywhere_is_reported_not_fitted():
+    sde = VPSDE()
+    pilot = torch.randn(16, 2)
+    with pytest.raises(ValueError, match="non-finite samples on every built-in grid with 4 steps") as info:
+        fit_grid(sde, lambda x, t: torch.full_like(x, float("nan")), UniPC(), 4, pilot, reference=torch.zeros(16, 2))
+    assert "score: returned a non-finite value" in str(info.value.__cause__)
