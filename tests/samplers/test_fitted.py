@@ -5,9 +5,21 @@ import solvers
 import torch
 
 import scoresde
-from scoresde import DDIM, DPMSolverPP, FittedGrid, KarrasGrid, ProbabilityFlow, UniformLogSNR, UniformTime, UniPC, VPSDE
-from scoresde import fit_grid
+from scoresde import (
+    DDIM,
+    VPSDE,
+    DPMSolverPP,
+    FittedGrid,
+    GaussianMixture,
+    KarrasGrid,
+    ProbabilityFlow,
+    UniformLogSNR,
+    UniformTime,
+    UniPC,
+    fit_grid,
+)
 
+from ..conftest import devices
 from .conftest import SDES, ring
 
 STEPS = 5
@@ -110,3 +122,15 @@ def test_a_score_that_fails_everywhere_is_reported_not_fitted():
     with pytest.raises(ValueError, match="non-finite samples on every built-in grid with 4 steps") as info:
         fit_grid(sde, lambda x, t: torch.full_like(x, float("nan")), UniPC(), 4, pilot, reference=torch.zeros(16, 2))
     assert "score: returned a non-finite value" in str(info.value.__cause__)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_fits_on_the_pilot_device_in_float32(device):
+    sde = VPSDE()
+    score = GaussianMixture.ring(4, radius=2.0, std=0.3, dtype=torch.float32).diffused(sde).score
+    pilot = torch.randn(256, 2, generator=torch.Generator().manual_seed(4)).float().to(device)
+    grid = fit_grid(sde, score, UniPC(order=2), 4, pilot, rtol=1e-5, atol=1e-5, max_evals=40)
+    assert grid.times.device.type == "cpu" and grid.times.dtype == torch.float64
+    assert grid.rms <= grid.rms_start
+    x = scoresde.sample(sde, score, sampler=UniPC(order=2), steps=4, grid=grid, x_init=pilot, denoise=True)
+    assert x.device.type == device and x.dtype == torch.float32
