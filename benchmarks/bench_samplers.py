@@ -104,6 +104,7 @@ class Problem:
     projections: torch.Tensor
     pilot: torch.Tensor | None = None  # prior draws the fitted grids are fitted on (not the benchmark's x_T)
     pilot_ref: torch.Tensor | None = None  # their exact probability flow
+    fitted: dict = field(default_factory=dict)  # sampler name -> budget -> the fitted grid and the fit's time
 
 
 def make_problem(dim: int, device: torch.device) -> Problem:
@@ -168,6 +169,17 @@ class Entry:
 
 FIT_NFES = (5, 10, 20)  # budgets at which fitted grids are fitted (their cost grows with the steps)
 PILOT = 4000  # pilot draws per fit
+FITTED_3M = "DPM-Solver++ 3M (fitted grid)"
+
+
+def fit_once(p: Problem, cache: dict, sampler, steps: int, dtype: torch.dtype):
+    """The grid fitted for `sampler` on the pilot draws, fitted on first use and kept in `cache`."""
+    if "grid" not in cache:
+        t0 = time.perf_counter()
+        cache["grid"] = scoresde.fit_grid(p.sde, p.exact.score, sampler, steps, p.pilot.to(dtype),
+                                          reference=p.pilot_ref)
+        cache["seconds"] = time.perf_counter() - t0
+    return cache["grid"]
 
 
 def ours(p: Problem, nfe: int, dtype: torch.dtype = torch.float32) -> list[Entry]:
@@ -191,15 +203,11 @@ def ours(p: Problem, nfe: int, dtype: torch.dtype = torch.float32) -> list[Entry
         """A grid fitted on the pilot draws (once, on first use; the fit's time is reported apart)."""
         if nfe not in FIT_NFES or p.pilot is None or steps < 2:
             return None
-        cache = {}
+        cache = p.fitted.setdefault(name, {}).setdefault(nfe, {})
 
         def run(x_T, seed):
-            if "grid" not in cache:
-                t0 = time.perf_counter()
-                cache["grid"] = scoresde.fit_grid(sde, score, sampler, steps, p.pilot.to(dtype), reference=p.pilot_ref)
-                cache["seconds"] = time.perf_counter() - t0
-            return scoresde.sample(sde, score, sampler=sampler, steps=steps, grid=cache["grid"], x_init=x_T,
-                                   denoise=True)
+            grid = fit_once(p, cache, sampler, steps, dtype)
+            return scoresde.sample(sde, score, sampler=sampler, steps=steps, grid=grid, x_init=x_T, denoise=True)
 
         return Entry(name, "ours", True, run, sampler.evaluations(steps) + 1, fit=cache)
 
@@ -221,7 +229,7 @@ def ours(p: Problem, nfe: int, dtype: torch.dtype = torch.float32) -> list[Entry
         entry("UniPC-2 (uniform t to 0)", UniPC(order=2), nfe, UniformTime(), True, t_end=0.0),
         entry("UniPC-2 (log-SNR)", UniPC(order=2), nfe - 1, UniformLogSNR(), True),
         entry("UniPC-3 (log-SNR)", UniPC(order=3), nfe - 1, UniformLogSNR(), True),
-        fitted("DPM-Solver++ 3M (fitted grid)", DPMSolverPP(order=3), nfe - 1),
+        fitted(FITTED_3M, DPMSolverPP(order=3), nfe - 1),
         fitted("UniPC-2 (fitted grid)", UniPC(order=2), nfe - 1),
         fitted("UniPC-3 (fitted grid)", UniPC(order=3), nfe - 1),
         entry("Euler-Maruyama (uniform t)", ReverseSDESampler(), nfe - 1, UniformTime(), False),
@@ -237,7 +245,7 @@ def ours(p: Problem, nfe: int, dtype: torch.dtype = torch.float32) -> list[Entry
     return [e for e in entries if e is not None]
 
 
-def peers(p: Problem, nfe: int) -> list[Entry]:
+def peers(p: Problem, nfe: int, dtype: torch.dtype = torch.float32) -> list[Entry]:
     """diffusers' schedulers on the exact eps, with betas matching the SDE's marginals at t_k = (k+1)/N."""
     try:
         import diffusers
@@ -248,10 +256,17 @@ def peers(p: Problem, nfe: int) -> list[Entry]:
     alphas_cumprod = sde.marginal(t_k)[0] ** 2
     betas = scoresde.DDPMSchedule.from_alphas_cumprod(alphas_cumprod).betas.numpy()
 
-    def entry(name, cls, deterministic, **config):
+    def entry(name, cls, deterministic, timesteps=None, **config):
+        if timesteps is not None and (nfe not in FIT_NFES or p.pilot is None):
+            return None
+
         def run(x_T, seed):
             sched = cls(num_train_timesteps=N_TRAIN, trained_betas=betas, **config)
-            sched.set_timesteps(nfe, device=x_T.device)
+            if timesteps is None:
+                sched.set_timesteps(nfe, device=x_T.device)
+            else:  # the chain steps k = t N - 1 nearest to the times of a grid of ours
+                ts = timesteps()
+                sched.set_timesteps(timesteps=[round(t * N_TRAIN) - 1 for t in ts.tolist()], device=x_T.device)
             g = torch.Generator(device=x_T.device).manual_seed(seed)
             x = x_T * sched.init_noise_sigma
             for k in sched.timesteps:
@@ -264,7 +279,7 @@ def peers(p: Problem, nfe: int) -> list[Entry]:
         return Entry(name, "diffusers", deterministic, run, nfe)
 
     S = diffusers
-    return [
+    entries = [
         entry("diffusers DDPM", S.DDPMScheduler, False, clip_sample=False),
         entry("diffusers DDIM", S.DDIMScheduler, True, clip_sample=False),
         entry("diffusers DDIM (trailing)", S.DDIMScheduler, True, clip_sample=False, timestep_spacing="trailing"),
@@ -276,7 +291,13 @@ def peers(p: Problem, nfe: int) -> list[Entry]:
               use_lu_lambdas=True),
         entry("diffusers UniPC", S.UniPCMultistepScheduler, True),
         entry("diffusers UniPC 3", S.UniPCMultistepScheduler, True, solver_order=3),
+        # diffusers' 3M on the grid fitted for our 3M: what the grid gives without our order rules
+        entry("diffusers DPMSolverMultistep 3 (our fitted grid)", S.DPMSolverMultistepScheduler, True,
+              timesteps=lambda: fit_once(p, p.fitted.setdefault(FITTED_3M, {}).setdefault(nfe, {}),
+                                         DPMSolverPP(order=3), nfe - 1, dtype).times,
+              solver_order=3),
     ]
+    return [e for e in entries if e is not None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,7 +326,7 @@ def run_dim(dim: int, nfes: list[int], n: int, device: torch.device, dtype: torc
             dict(dim=dim, sampler="exact probability flow", group="reference", nfe=0, deterministic=False,
                  seconds=0.0, **metrics(p, ref, fresh, None))]
     for nfe in nfes:
-        for e in ours(p, nfe, dtype) + peers(p, nfe):
+        for e in ours(p, nfe, dtype) + peers(p, nfe, dtype):
             if only and not any(pattern in e.name for pattern in only):
                 continue
             t0 = time.perf_counter()

@@ -6,8 +6,9 @@ modes are decided, log-SNR and Karras grids the low-noise end where the fine det
 forms. [`fit_grid`][scoresde.samplers.fitted.fit_grid] chooses the $N - 1$ interior times
 of an $N$-step grid to minimise the mean squared distance between the sampler's output and
 a tight adaptive solve of the same probability-flow ODE from the same pilot noise
-(trajectory matching, as in Watson et al. 2021 and Pei et al. 2025; Align Your Steps,
-Sabour et al. 2024, fits a bound on the KL divergence instead).
+(trajectory matching, as Pei et al. 2025 do by dynamic programming; Watson et al. 2021
+choose discrete steps by dynamic programming on the ELBO, and Align Your Steps, Sabour et
+al. 2024, minimises a bound on the KL divergence).
 
 The grid is parametrised by its steps in the half-log-SNR $\lambda = \log(\alpha_t/\sigma_t)$:
 $\lambda_i = \lambda_T + (\lambda_{t_{\text{end}}} - \lambda_T)\sum_{k \le i} w_k$ with
@@ -28,7 +29,7 @@ Example:
 
 References: Watson, Ho, Norouzi, Chan, *Learning to Efficiently Sample from Diffusion
 Probabilistic Models*, 2021 (arXiv:2106.03802); Sabour, Fidler, Kreis, *Align Your Steps:
-Optimizing Sampling Schedules in Diffusion Models*, ICML 2024; Pei et al., *Optimal
+Optimizing Sampling Schedules in Diffusion Models*, ICML 2024; Pei, Hu, Gu, *Optimal
 Stepsize for Diffusion Sampling*, 2025 (arXiv:2503.21774).
 """
 
