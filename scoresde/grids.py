@@ -79,6 +79,11 @@ class TimeGrid(abc.ABC):
     def _times(self, sde, steps: int, T: float, t_end: float) -> Tensor:
         """The grid in float64 on the CPU, shape (steps + 1,)."""
 
+    @property
+    def fixed_steps(self) -> int | None:
+        """The only number of steps this grid has, if it is fixed (a fitted grid); None for a rule."""
+        return None
+
     def __call__(
         self,
         sde,

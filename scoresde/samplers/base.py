@@ -440,7 +440,9 @@ def sample(
             f"steps: {sampler!r} is adaptive and chooses its own steps; set its rtol/atol instead, got steps={steps}"
         )
     if isinstance(grid, TimeGrid):
-        steps = sampler.default_steps if steps is None else check_int("steps", steps)
+        if steps is None:
+            steps = grid.fixed_steps or sampler.default_steps
+        steps = check_int("steps", steps)
         ts = grid(sde, steps, t_end, device=device, dtype=dtype)
     elif isinstance(grid, Tensor):
         if t_end is not None:

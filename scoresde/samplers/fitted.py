@@ -76,6 +76,11 @@ class FittedGrid(TimeGrid):
         return self.times.numel() - 1
 
     @property
+    def fixed_steps(self) -> int:
+        """`sample` takes this many steps on the grid when `steps` is not given."""
+        return self.steps
+
+    @property
     def t_end(self) -> float:
         """The grid's last time."""
         return float(self.times[-1])
@@ -138,7 +143,7 @@ def fit_grid(
 
     Returns:
         A [`FittedGrid`][scoresde.samplers.fitted.FittedGrid]: pass it as `grid=` to
-        [`sample`][scoresde.sample] with the same `steps`.
+        [`sample`][scoresde.sample] (which then takes its `steps`; another number is refused).
     """
     from scipy import optimize
 

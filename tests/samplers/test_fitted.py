@@ -67,7 +67,10 @@ def test_fitted_grid_is_a_valid_time_grid(fitted):
     # as a TimeGrid or as its tensor of times: the same samples
     a = scoresde.sample(sde, score, sampler=UniPC(order=2), steps=STEPS, grid=grid, x_init=x_T[:64], denoise=True)
     b = scoresde.sample(sde, score, sampler=UniPC(order=2), grid=grid.times, x_init=x_T[:64], denoise=True)
+    c = scoresde.sample(sde, score, sampler=UniPC(order=2), grid=grid, x_init=x_T[:64], denoise=True)  # its steps
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(a, c, rtol=0, atol=0)
+    assert grid.fixed_steps == STEPS and UniformTime().fixed_steps is None
     assert "FittedGrid(steps=5" in repr(grid)
 
 
@@ -75,6 +78,8 @@ def test_fitted_grid_refuses_other_steps_and_end_times(fitted):
     sde, _, grid, _, _ = fitted
     with pytest.raises(ValueError, match="steps: this grid was fitted for 5 steps, got steps=7"):
         grid(sde, 7)
+    with pytest.raises(ValueError, match="steps: this grid was fitted for 5 steps, got steps=6"):
+        scoresde.sample(sde, fitted[1], (4, 2), UniPC(), steps=6, grid=grid)
     with pytest.raises(ValueError, match="t_end: this grid was fitted to end at"):
         grid(sde, STEPS, t_end=0.5)
     with pytest.raises(ValueError, match="sde: this grid starts at T"):
