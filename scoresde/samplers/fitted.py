@@ -3,7 +3,7 @@ r"""Time grids fitted to a model and a sampler: the few-step grid closest to the
 With 10 or 20 evaluations the grid decides much of a deterministic sampler's error, and the
 best grid depends on the data: uniform-$t$ grids resolve the high-noise part where the
 modes are decided, log-SNR and Karras grids the low-noise end where the fine detail
-forms. [`fit_grid`][scoresde.samplers.fitted.fit_grid] chooses the $N - 1$ interior times
+forms. [`fit_grid`][scoresde.samplers.fit_grid] chooses the $N - 1$ interior times
 of an $N$-step grid to minimise the mean squared distance between the sampler's output and
 a tight adaptive solve of the same probability-flow ODE from the same pilot noise
 (trajectory matching, as Pei et al. 2025 do by dynamic programming; Watson et al. 2021
@@ -53,7 +53,7 @@ __all__ = ["FittedGrid", "fit_grid"]
 
 @dataclass(frozen=True, eq=False)
 class FittedGrid(TimeGrid):
-    r"""A fixed grid of times found by [`fit_grid`][scoresde.samplers.fitted.fit_grid], usable wherever a `TimeGrid` is.
+    r"""A fixed grid of times found by [`fit_grid`][scoresde.samplers.fit_grid], usable wherever a `TimeGrid` is.
 
     Attributes:
         times: the `(N + 1,)` float64 times, strictly decreasing from $T$ to $t_{\text{end}}$.
@@ -142,8 +142,8 @@ def fit_grid(
         max_evals: the most runs of the sampler on the pilot batch (default $60N$).
 
     Returns:
-        A [`FittedGrid`][scoresde.samplers.fitted.FittedGrid]: pass it as `grid=` to
-        [`sample`][scoresde.sample] (which then takes its `steps`; another number is refused).
+        A [`FittedGrid`][scoresde.samplers.FittedGrid]: pass it as `grid=` to
+        [`sample`][scoresde.samplers.base.sample] (which then takes its `steps`; another number is refused).
     """
     from scipy import optimize
 
