@@ -8,7 +8,9 @@ Two measurements, each printed as a table and saved (JSON and PNG) under `--out`
    directions), averaged over 5 sets. The *noise floor* is the same distance between two
    independent held-out sets, averaged over 5 pairs: what a perfect model would score.
    Every set is i.i.d. (two moons included, see `_common.two_moons`). Target: within 2x
-   the floor.
+   the floor. Two more rows sample with 10 evaluations (UniPC-3), on the log-SNR grid and on
+   a grid fitted to the trained model by `scoresde.fit_grid` (2000 other prior draws), with
+   their RMS distance to the model's own probability flow from the same noise.
 2. **Digits.** A class-conditional U-Net is trained with condition dropout exactly as in
    `examples/conditional_digits.py` on 1500 digits. An RBF SVM trained on the same 1500
    real digits (its accuracy on the 297 held-out digits is printed) labels 50 samples per
@@ -40,7 +42,13 @@ import _common as C  # noqa: E402
 import conditional_digits  # noqa: E402
 import train_2d  # noqa: E402
 import train_digits  # noqa: E402
-from scoresde import DPMSolverPP, ReverseDiffusion  # noqa: E402
+import scoresde  # noqa: E402
+import solvers  # noqa: E402
+from scoresde import DPMSolverPP, ProbabilityFlow, ReverseDiffusion, UniformLogSNR, UniPC, fit_grid  # noqa: E402
+
+#: the few-step rows: UniPC-3 with 9 steps and the final denoising (10 evaluations), on the
+#: log-SNR grid and on a grid fitted to the trained model with `fit_grid` on other prior draws
+FEW_STEPS, PILOT = 9, 2000
 
 
 def bench_2d(data_name: str, steps: int, n: int, device, seed: int, pairs: int) -> list[dict]:
@@ -52,15 +60,31 @@ def bench_2d(data_name: str, steps: int, n: int, device, seed: int, pairs: int) 
         t0 = time.perf_counter()
         sde, model, history = train_2d.train(sde_name, data, steps, device, seed, progress=False)
         seconds = time.perf_counter() - t0
-        for title, (sampler, k) in samplers.items():
-            x = C.draw(sde, model, (n, 2), sampler, k, seed, device)
+        draws = {title: C.draw(sde, model, (n, 2), sampler, k, seed, device) for title, (sampler, k) in samplers.items()}
+        # 10 evaluations: distance to the model's own probability flow (Dormand-Prince) from the same x_T
+        gen = torch.Generator().manual_seed(seed + 1)
+        x_T = (torch.randn(n, 2, generator=gen) * sde.prior_std).to(device)
+        pilot = (torch.randn(PILOT, 2, generator=gen) * sde.prior_std).to(device)
+        flow = scoresde.sample(sde, model, sampler=ProbabilityFlow(solvers.Dopri5(1e-6, 1e-6)), x_init=x_T, denoise=True)
+        t1 = time.perf_counter()
+        fitted = fit_grid(sde, model, UniPC(order=3), FEW_STEPS, pilot)
+        fit_s = time.perf_counter() - t1
+        rms = {}
+        for title, grid in ((f"UniPC-3, {FEW_STEPS + 1} NFE, log-SNR", UniformLogSNR()),
+                            (f"UniPC-3, {FEW_STEPS + 1} NFE, fitted grid", fitted)):
+            x = scoresde.sample(sde, model, sampler=UniPC(order=3), steps=FEW_STEPS, grid=grid, x_init=x_T, denoise=True)
+            draws[title], rms[title] = x, (x - flow).pow(2).sum(1).mean().sqrt().item()
+        for title, x in draws.items():
             w, floor = held_out.distance(x), held_out.floor
             rows.append(dict(data=data_name, sde=C.SDE_TITLES[sde_name], sampler=title, sw2=w, floor=floor,
                              floor_std=held_out.floor_std, ratio=w / floor, train_s=seconds,
-                             final_loss=statistics.mean(history.losses[-100:])))
-            print(f"  {data_name:9s} {C.SDE_TITLES[sde_name]:7s} {title:28s} SW2 {w:.4f}  floor {floor:.4f}"
+                             final_loss=statistics.mean(history.losses[-100:]), rms_to_flow=rms.get(title),
+                             fit_s=fit_s if "fitted" in title else None))
+            extra = f"  RMS to the model's flow {rms[title]:.4f}" if title in rms else ""
+            print(f"  {data_name:9s} {C.SDE_TITLES[sde_name]:7s} {title:30s} SW2 {w:.4f}  floor {floor:.4f}"
                   f" (sd {held_out.floor_std:.4f})  ratio {w / floor:.2f}  {'ok' if w <= 2 * floor else 'ABOVE 2x'}"
-                  f"  (trained in {seconds:.0f} s)", flush=True)
+                  f"{extra}  (trained in {seconds:.0f} s{f', grid fitted in {fit_s:.0f} s' if 'fitted' in title else ''})",
+                  flush=True)
     return rows
 
 
