@@ -17,8 +17,8 @@ the ends fixed, for any SDE. $\theta$ starts from the best of the built-in grids
 ([`UniformTime`][scoresde.grids.UniformTime], [`UniformLogSNR`][scoresde.grids.UniformLogSNR],
 [`KarrasGrid`][scoresde.grids.KarrasGrid]) on the pilot and is refined by Powell's
 derivative-free method (the samplers run without gradients). The cost is one tight solve
-of the pilot batch plus `max_evals` runs of the sampler on it; the fitted grid then serves
-every later call with the same model, sampler and number of steps.
+of the pilot batch plus about `max_evals` runs of the sampler on it; the fitted grid then
+serves every later call with the same model, sampler and number of steps.
 
 Example:
     ```python
@@ -194,7 +194,8 @@ def fit_grid(
         lam = lam_T + (lam_end - lam_T) * np.concatenate([[0.0], np.cumsum(w / w.sum())])
         ts = sde._t_from_log_snr(torch.from_numpy(2.0 * lam)).clamp(t_end, T)
         ts[0], ts[-1] = T, t_end
-        return ts if bool((ts.diff() < 0).all()) else None
+        # strictly decreasing also in the pilot's dtype (a float32 cast may merge two close times)
+        return ts if bool((ts.to(pilot.dtype).diff() < 0).all()) else None
 
     # start from the best built-in grid
     starts = {"UniformTime": UniformTime(), "UniformLogSNR": UniformLogSNR(), "KarrasGrid": KarrasGrid()}
@@ -222,7 +223,10 @@ def fit_grid(
     res = optimize.minimize(objective, theta0, method="Powell",
                             options={"maxfev": max_evals, "xtol": 1e-3, "ftol": 1e-4})
     ts = grid_of(res.x)
-    rms = rms_of(ts) if ts is not None else math.inf
+    rms = math.inf
+    if ts is not None:
+        count["n"] += 1
+        rms = rms_of(ts)
     if not rms < best_rms:  # never worse than the start
         ts, rms = best_ts, best_rms
     return FittedGrid(times=ts.clone(), rms=rms, rms_start=best_rms, start=best_name, evaluations=count["n"])
