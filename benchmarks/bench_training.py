@@ -10,7 +10,8 @@ Two measurements, each printed as a table and saved (JSON and PNG) under `--out`
    Every set is i.i.d. (two moons included, see `_common.two_moons`). Target: within 2x
    the floor. Two more rows sample with 10 evaluations (UniPC-3), on the log-SNR grid and on
    a grid fitted to the trained model by `scoresde.fit_grid` (2000 other prior draws), with
-   their RMS distance to the model's own probability flow from the same noise.
+   their RMS distance to the model's own probability flow from the same noise; that flow
+   (a tight Dormand-Prince solve) is a row too: what an exact ODE sampler of this model scores.
 2. **Digits.** A class-conditional U-Net is trained with condition dropout exactly as in
    `examples/conditional_digits.py` on 1500 digits. An RBF SVM trained on the same 1500
    real digits (its accuracy on the 297 held-out digits is printed) labels 50 samples per
@@ -49,6 +50,7 @@ from scoresde import DPMSolverPP, ProbabilityFlow, ReverseDiffusion, UniformLogS
 #: the few-step rows: UniPC-3 with 9 steps and the final denoising (10 evaluations), on the
 #: log-SNR grid and on a grid fitted to the trained model with `fit_grid` on other prior draws
 FEW_STEPS, PILOT = 9, 2000
+FLOW = "probability flow, Dopri5"  # the model's own ODE solved tightly: what an exact ODE sampler scores
 
 
 def bench_2d(data_name: str, steps: int, n: int, device, seed: int, pairs: int) -> list[dict]:
@@ -65,11 +67,15 @@ def bench_2d(data_name: str, steps: int, n: int, device, seed: int, pairs: int) 
         gen = torch.Generator().manual_seed(seed + 1)
         x_T = (torch.randn(n, 2, generator=gen) * sde.prior_std).to(device)
         pilot = (torch.randn(PILOT, 2, generator=gen) * sde.prior_std).to(device)
-        flow = scoresde.sample(sde, model, sampler=ProbabilityFlow(solvers.Dopri5(1e-6, 1e-6)), x_init=x_T, denoise=True)
+        evals = []
+        flow = scoresde.sample(sde, model, sampler=ProbabilityFlow(solvers.Dopri5(1e-6, 1e-6)), x_init=x_T,
+                               denoise=True, callback=lambda info: evals.append(info.nfe))
+        flow_nfe = evals[-1] + 1
         t1 = time.perf_counter()
         fitted = fit_grid(sde, model, UniPC(order=3), FEW_STEPS, pilot)
         fit_s = time.perf_counter() - t1
         rms = {}
+        draws[FLOW] = flow
         for title, grid in ((f"UniPC-3, {FEW_STEPS + 1} NFE, log-SNR", UniformLogSNR()),
                             (f"UniPC-3, {FEW_STEPS + 1} NFE, fitted grid", fitted)):
             x = scoresde.sample(sde, model, sampler=UniPC(order=3), steps=FEW_STEPS, grid=grid, x_init=x_T, denoise=True)
@@ -79,8 +85,9 @@ def bench_2d(data_name: str, steps: int, n: int, device, seed: int, pairs: int) 
             rows.append(dict(data=data_name, sde=C.SDE_TITLES[sde_name], sampler=title, sw2=w, floor=floor,
                              floor_std=held_out.floor_std, ratio=w / floor, train_s=seconds,
                              final_loss=statistics.mean(history.losses[-100:]), rms_to_flow=rms.get(title),
-                             fit_s=fit_s if "fitted" in title else None))
+                             fit_s=fit_s if "fitted" in title else None, nfe=flow_nfe if title == FLOW else None))
             extra = f"  RMS to the model's flow {rms[title]:.4f}" if title in rms else ""
+            extra += f"  ({flow_nfe} NFE)" if title == FLOW else ""
             print(f"  {data_name:9s} {C.SDE_TITLES[sde_name]:7s} {title:30s} SW2 {w:.4f}  floor {floor:.4f}"
                   f" (sd {held_out.floor_std:.4f})  ratio {w / floor:.2f}  {'ok' if w <= 2 * floor else 'ABOVE 2x'}"
                   f"{extra}  (trained in {seconds:.0f} s{f', grid fitted in {fit_s:.0f} s' if 'fitted' in title else ''})",
