@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_float_tensor, check_int, check_positive_finite
-from ..grids import KarrasGrid, TimeGrid, UniformLogSNR, UniformTime, _sde_time_range
+from ..grids import KarrasGrid, TimeGrid, UniformLogSNR, UniformTime, _half_log_snr, _sde_time_range
 from .base import Sampler, sample
 from .solver import ProbabilityFlow
 
@@ -101,10 +101,6 @@ class FittedGrid(TimeGrid):
     def __repr__(self) -> str:
         return (f"FittedGrid(steps={self.steps}, t_end={self.t_end:g}, rms={self.rms:.4g}, "
                 f"rms_start={self.rms_start:.4g} ({self.start}))")
-
-
-def _half_log_snr(sde, t: Tensor) -> Tensor:
-    return 0.5 * sde._log_snr(t)
 
 
 def fit_grid(

@@ -136,6 +136,6 @@ def test_fits_on_the_pilot_device_in_float32(device):
     pilot = torch.randn(256, 2, generator=torch.Generator().manual_seed(4)).float().to(device)
     grid = fit_grid(sde, score, UniPC(order=2), 4, pilot, rtol=1e-5, atol=1e-5, max_evals=40)
     assert grid.times.device.type == "cpu" and grid.times.dtype == torch.float64
-    assert grid.rms <= grid.rms_start
+    assert grid.rms < grid.rms_start  # the fit found a better grid on the device (CPU: 0.12 vs 0.51)
     x = scoresde.sample(sde, score, sampler=UniPC(order=2), steps=4, grid=grid, x_init=pilot, denoise=True)
     assert x.device.type == device and x.dtype == torch.float32

@@ -75,10 +75,18 @@ def test_order_schedule_counts_the_final_denoising():
     assert not torch.allclose(run(True, False), run(False, False), atol=1e-6)
 
 
+def _last_step_by_ddim(sde, exact, sampler, grid, x_T):
+    """`sampler` over the grid but its last point, then DDIM's first-order step over the last interval."""
+    from scoresde import DDIM
+
+    head = scoresde.sample(sde, exact.score, sampler=sampler, grid=grid[:-1], x_init=x_T)
+    return scoresde.sample(sde, exact.score, sampler=DDIM(), grid=grid[-2:], x_init=head)
+
+
 def test_a_step_more_than_twice_as_long_in_log_snr_is_first_order():
     """On a grid whose last step jumps in lambda (5x the previous one), the multistep samplers take it with
     DDIM's first-order step: the same as stopping one point earlier and finishing with DDIM."""
-    from scoresde import DDIM, UniPC
+    from scoresde import UniPC
 
     sde, exact, _, x_T = _problem()
     grid = torch.tensor([1.0, 0.8, 0.6, 0.45, 0.3, 0.2, 0.001], dtype=torch.float64)
@@ -88,8 +96,7 @@ def test_a_step_more_than_twice_as_long_in_log_snr_is_first_order():
     for sampler in (DPMSolverPP(order=2, lower_order_final=False), DPMSolverPP(order=3, lower_order_final=False),
                     UniPC(order=2, lower_order_final=False, corrector=False)):
         full = scoresde.sample(sde, exact.score, sampler=sampler, grid=grid, x_init=x_T)
-        head = scoresde.sample(sde, exact.score, sampler=sampler, grid=grid[:-1], x_init=x_T)
-        tail = scoresde.sample(sde, exact.score, sampler=DDIM(), grid=grid[-2:], x_init=head)
+        tail = _last_step_by_ddim(sde, exact, sampler, grid, x_T)
         assert torch.allclose(full, tail, rtol=0, atol=1e-12), sampler
     # a step at most twice the previous one keeps its order: moving the last point closer changes the method
     near = grid.clone()
@@ -97,6 +104,5 @@ def test_a_step_more_than_twice_as_long_in_log_snr_is_first_order():
     assert 0.5 * (sde.log_snr(near[-1:]) - sde.log_snr(near[-2:-1])) <= 2 * h[-2]
     sampler = DPMSolverPP(order=2, lower_order_final=False)
     full = scoresde.sample(sde, exact.score, sampler=sampler, grid=near, x_init=x_T)
-    head = scoresde.sample(sde, exact.score, sampler=sampler, grid=near[:-1], x_init=x_T)
-    tail = scoresde.sample(sde, exact.score, sampler=DDIM(), grid=near[-2:], x_init=head)
+    tail = _last_step_by_ddim(sde, exact, sampler, near, x_T)
     assert (full - tail).abs().max() > 1e-4
