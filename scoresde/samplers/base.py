@@ -32,7 +32,7 @@ from torch import Tensor
 from .._checks import append_dims, check_float_tensor, check_int, validation
 from ..grids import TimeGrid, UniformTime, check_grid
 
-__all__ = ["Sampler", "SamplingContext", "StepInfo", "sample", "PerSampleGenerators", "as_noise_source"]
+__all__ = ["Sampler", "SamplingContext", "StepInfo", "sample", "final_step", "PerSampleGenerators", "as_noise_source"]
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -174,8 +174,9 @@ class SamplingContext:
         lam: the half-log-SNR $\lambda_{t_i} = \log(\alpha_{t_i}/\sigma_{t_i})$ (DPM-Solver's
             convention; `sde.log_snr` is $2\lambda$), `(N + 1,)`.
         shape, dtype, device: of the state.
-        final_denoise: whether Tweedie's denoiser follows the last step (`denoise=True` on a
-            grid that ends with $\sigma > 0$).
+        final_denoise: whether a step into zero noise follows the last one (`denoise` on a
+            grid that ends with $\sigma > 0$: Tweedie's or the flow's, see
+            [`final_step`][scoresde.samplers.base.final_step]).
     """
 
     def __init__(self, sde, score: ScoreFn, ts: Tensor, noise, shape: tuple, dtype, device, denoise: bool = False):
@@ -197,8 +198,8 @@ class SamplingContext:
         #: whether the grid ends where the noise vanishes (sigma = 0, infinite log-SNR):
         #: read once on the host, so samplers can take a first-order last step there.
         self.ends_noise_free = not math.isfinite(self.lam[-1].item())
-        #: whether Tweedie's denoiser follows the last step: a first-order step into zero noise
-        #: that ends the trajectory (multistep samplers count it when lowering their final orders).
+        #: whether a final step into zero noise follows the last step (Tweedie's or the flow's, one
+        #: evaluation; multistep samplers count it when lowering their final orders).
         self.final_denoise = bool(denoise) and not self.ends_noise_free
 
     # -- coefficient helpers
@@ -325,6 +326,53 @@ def _check_shape(shape) -> tuple[int, ...]:
     return tuple(int(s) for s in shape)
 
 
+#: the final steps `sample(..., denoise=...)` knows: True means "tweedie"
+DENOISE_MODES = ("tweedie", "flow")
+
+
+def check_denoise(denoise: bool | str | None) -> str | None:
+    """`denoise` as None (no final step), "tweedie" or "flow"; a clear error for anything else."""
+    if denoise is None or denoise is False:
+        return None
+    if denoise is True:
+        return "tweedie"
+    if isinstance(denoise, str) and denoise in DENOISE_MODES:
+        return denoise
+    raise (ValueError if isinstance(denoise, str) else TypeError)(
+        f"denoise: expected a bool, 'tweedie' or 'flow', got {denoise!r}"
+    )
+
+
+def final_step(ctx: SamplingContext, x: Tensor, how: str) -> Tensor:
+    r"""The last step from the grid's end $t_{\text{end}}$ into zero noise (one evaluation).
+
+    With $\hat x = x/\alpha$, $\hat\sigma = \sigma/\alpha$ at $t_{\text{end}}$ and
+    $D(\hat x) = \hat x + \hat\sigma^2\nabla_{\hat x}\log\hat p$ Tweedie's denoiser:
+
+    * `"tweedie"`: $D(\hat x)$, the posterior mean $E[x_0\mid x_{t_{\text{end}}}]$. It is
+      the first-order step of the probability flow with the denoiser held fixed, and it
+      narrows the distribution: a component of standard deviation $s$ comes out with
+      $s^2/\sqrt{s^2 + \hat\sigma^2}$, a relative error of $-\hat\sigma^2/2s^2$.
+    * `"flow"`: $(\hat x + D(\hat x))/2$, the probability flow
+      $d\hat x/d\hat\sigma = -\hat\sigma\nabla\log\hat p_{\hat\sigma}(\hat x)$ integrated
+      from $\hat\sigma$ to 0 with the score held fixed, which is where the score has a
+      limit (any density smooth on the scale $\hat\sigma$): exact to
+      $O(\hat\sigma^4/s^4)$, so it keeps the spread that Tweedie's step removes. For data
+      concentrated on sets thinner than $\hat\sigma$ (a manifold, quantised pixels), the
+      score grows like $1/\hat\sigma^2$ across them and the flow's own last step is the
+      projection that Tweedie's denoiser makes: there `"tweedie"` is right and `"flow"`
+      leaves half the remaining noise.
+
+    Both are the limits of the step that is exact for Gaussian data of any covariance,
+    $\hat x - (I + J^{1/2})^{-1}(\hat x - D)$ with $J = \partial D/\partial\hat x$
+    ($J \to I$ for smooth densities, $J \to 0$ across thin sets).
+    """
+    x0 = ctx.denoised(x, ctx.steps)
+    if how == "flow":
+        x0 = 0.5 * (x / ctx.alpha[-1] + x0)
+    return x0
+
+
 def _make_progress(progress, total: int, name: str):
     if progress is False or progress is None:
         return None
@@ -346,7 +394,7 @@ def sample(
     t_end: float | None = None,
     generator: Any = None,
     x_init: Tensor | None = None,
-    denoise: bool = False,
+    denoise: bool | str = False,
     callback: Callable[[StepInfo], Any] | None = None,
     progress: bool | dict = False,
     device: torch.device | str | None = None,
@@ -379,7 +427,12 @@ def sample(
             or a `solvers` noise source.
         x_init: start from this state at `grid[0]` instead of a prior draw (e.g. a latent from
             the probability-flow encoder).
-        denoise: finish with Tweedie's denoiser at $t_{\text{end}}$ (one more evaluation).
+        denoise: finish with a step from $t_{\text{end}}$ into zero noise (one more
+            evaluation): True or `"tweedie"`, Tweedie's denoiser (the posterior mean); `"flow"`,
+            the probability flow's last step with the score held fixed,
+            $(x/\alpha + \hat x_0)/2$, which keeps the spread Tweedie's step removes from
+            data that is smooth on the scale of the remaining noise (see
+            [`final_step`][scoresde.samplers.base.final_step]). False: end at $t_{\text{end}}$.
         callback: called with a [`StepInfo`][scoresde.samplers.base.StepInfo] after each step.
         progress: show a tqdm progress bar (a dict is passed to tqdm as keyword arguments).
         device, dtype: of the state when `x_init` is not given (default: the generator's
@@ -406,8 +459,7 @@ def sample(
             "sampler: expected a sampler instance such as DDIM(), DPMSolverPP(order=2), EulerMaruyama(),"
             f" got {sampler!r}"
         )
-    if not isinstance(denoise, bool):
-        raise TypeError(f"denoise: expected a bool, got {denoise!r}")
+    denoise = check_denoise(denoise)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback: expected a callable callback(info) or None, got {type(callback).__name__}")
 
@@ -468,7 +520,7 @@ def sample(
                 x = noise.standard_normal(shape, dtype, device) * sde.prior_std
             else:
                 x = x_init.clone()
-            ctx = SamplingContext(sde, score, ts, noise, shape, dtype, device, denoise=denoise)
+            ctx = SamplingContext(sde, score, ts, noise, shape, dtype, device, denoise=denoise is not None)
 
             def report(i: int, x_next: Tensor, denoised: Tensor | None, t_cur=None, t_next=None) -> None:
                 if bar is not None:
@@ -481,8 +533,8 @@ def sample(
                     callback(StepInfo(i, ctx.steps, t_cur, t_next, x_next, denoised, ctx.nfe))
 
             x = sampler.run(ctx, x, report)
-            if denoise:
-                x = ctx.denoised(x, ctx.steps)
+            if denoise is not None:
+                x = final_step(ctx, x, denoise)
     finally:
         if bar is not None:
             bar.close()

@@ -42,9 +42,10 @@ def _step_order(order: int, i: int, ctx: SamplingContext, lower_order_final: boo
     """Multistep order at step i: warm up from 1, lower the last steps on short grids, and
     take a first-order (denoising) step into zero noise, where h is infinite.
 
-    A final Tweedie denoising (`denoise=True`) is that first-order step into zero noise, so
-    it counts as the last step: the grid's own last step may then be of order 2, as the
-    second-to-last step of a grid that ends at sigma = 0 (DPM-Solver's and diffusers' rule).
+    A final step into zero noise (`denoise=True`, Tweedie's, or `denoise="flow"`) is a
+    first-order step of one evaluation, so it counts as the last step: the grid's own last
+    step may then be of order 2, as the second-to-last step of a grid that ends at sigma = 0
+    (DPM-Solver's and diffusers' rule).
 
     A step more than twice as long in lambda as the previous one is first order: the
     multistep corrections extrapolate the data prediction over the new step from the

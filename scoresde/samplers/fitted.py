@@ -45,7 +45,7 @@ from torch import Tensor
 
 from .._checks import check_float_tensor, check_int, check_positive_finite
 from ..grids import KarrasGrid, TimeGrid, UniformLogSNR, UniformTime, _half_log_snr, _sde_time_range
-from .base import Sampler, sample
+from .base import Sampler, check_denoise, sample
 from .solver import ProbabilityFlow
 
 __all__ = ["FittedGrid", "fit_grid"]
@@ -111,7 +111,7 @@ def fit_grid(
     pilot: Tensor,
     *,
     t_end: float | None = None,
-    denoise: bool = True,
+    denoise: bool | str = True,
     reference: Tensor | None = None,
     rtol: float = 1e-6,
     atol: float = 1e-6,
@@ -130,8 +130,9 @@ def fit_grid(
             independent of the noise the grid will later be used with).
         t_end: the grid's last time (default [`default_t_end`][scoresde.grids.default_t_end]);
             it needs a finite log-SNR.
-        denoise: whether the sampler will be used with the final Tweedie denoising (then
-            the reference ends with it too); default True.
+        denoise: the final step the sampler will be used with, as in
+            [`sample`][scoresde.samplers.base.sample] (True or `"tweedie"`, `"flow"`, False);
+            the reference ends with the same step. Default True.
         reference: the exact solution from `pilot` (with the same final denoising), if
             already computed; default: a Dormand-Prince solve at `rtol`, `atol`.
         rtol, atol: tolerances of that solve (default $10^{-6}$).
@@ -154,8 +155,7 @@ def fit_grid(
     check_float_tensor("pilot", pilot)
     if pilot.ndim < 1 or pilot.shape[0] < 1:
         raise ValueError(f"pilot: expected a batch of prior draws (B, ...), got shape {tuple(pilot.shape)}")
-    if not isinstance(denoise, bool):
-        raise TypeError(f"denoise: expected a bool, got {denoise!r}")
+    denoise = check_denoise(denoise) or False
     rtol, atol = check_positive_finite("rtol", rtol), check_positive_finite("atol", atol)
     max_evals = 60 * steps if max_evals is None else check_int("max_evals", max_evals)
 

@@ -99,6 +99,17 @@ def test_fit_uses_a_given_reference_and_never_ends_worse_than_its_start():
     assert grid.rms == pytest.approx((x - ref).pow(2).sum(1).mean().sqrt().item(), rel=1e-12)
 
 
+def test_fit_for_the_flow_end_measures_against_the_flow_end():
+    """With denoise="flow" the reference ends with the flow's last step too, and so does the sampler."""
+    sde = VPSDE()
+    score = ring().diffused(sde).score
+    pilot = torch.randn(128, 2, generator=torch.Generator().manual_seed(4))
+    grid = fit_grid(sde, score, DDIM(), 3, pilot, denoise="flow", max_evals=5)
+    ref = scoresde.sample(sde, score, sampler=ProbabilityFlow(solvers.Dopri5(1e-6, 1e-6)), x_init=pilot, denoise="flow")
+    x = scoresde.sample(sde, score, sampler=DDIM(), grid=grid.times, x_init=pilot, denoise="flow")
+    assert grid.rms == pytest.approx((x - ref).pow(2).sum(1).mean().sqrt().item(), rel=1e-12)
+
+
 def test_bad_input():
     sde = VPSDE()
     score = ring().diffused(sde).score

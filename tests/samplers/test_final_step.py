@@ -1,0 +1,97 @@
+"""The final step into zero noise: Tweedie's posterior mean against the probability flow's own
+last step, on a Gaussian (closed-form flow) and on the ring (a tight solve into t = 0)."""
+
+import math
+
+import pytest
+import solvers
+import torch
+
+import scoresde
+from scoresde import DDIM, DPMSolverPP, GaussianMixture, ProbabilityFlow
+
+from .conftest import SDES, ring
+
+TIGHT = ProbabilityFlow(solvers.Dopri5(1e-11, 1e-11))
+
+
+def t_at(sde, sigma_hat: float) -> float:
+    """The time at which the noise-to-signal ratio sigma_t / alpha_t is `sigma_hat`."""
+    return sde.t_from_log_snr(-2.0 * math.log(sigma_hat)).item()
+
+
+def test_gaussian_flow_end_is_exact_to_second_order(sde):
+    """Data N(mu, s^2 I), ended at sigma_hat^2 = r s^2 with r = 0.04. From there the exact flow
+    into zero noise is mu + sqrt(c) (x_hat - mu), c = 1/(1 + r); the flow end gives (1 + c)/2
+    times x_hat - mu (error r^2/8 to leading order) and Tweedie's c times it (error r/2)."""
+    s, r = 0.2, 0.04
+    mu = torch.tensor([1.0, -2.0])
+    exact = GaussianMixture.gaussian(mu, s).diffused(sde)
+    t0, t1 = t_at(sde, 1.0), t_at(sde, math.sqrt(r) * s)
+    x = exact.sample(64, t0, generator=torch.Generator().manual_seed(0))
+    alpha, sigma = sde.marginal(t0)
+    x_hat, sigma_hat = x / alpha, sigma / alpha
+    truth = mu + s / torch.sqrt(s**2 + sigma_hat**2) * (x_hat - mu)  # the flow from t0 into zero noise
+
+    def relative_error(denoise):
+        y = scoresde.sample(sde, exact.score, sampler=TIGHT, grid=torch.tensor([t0, t1]), x_init=x, denoise=denoise)
+        return (y - truth).norm(dim=1) / (truth - mu).norm(dim=1)
+
+    c = 1.0 / (1.0 + r)
+    flow, tweedie = relative_error("flow"), relative_error(True)
+    torch.testing.assert_close(flow, torch.full_like(flow, (1 + c) / 2 / math.sqrt(c) - 1), rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(tweedie, torch.full_like(tweedie, 1 - math.sqrt(c)), rtol=1e-5, atol=1e-9)
+    assert flow.max() < r**2 / 8 and tweedie.min() > 0.45 * r
+
+
+@pytest.mark.parametrize("name", ["vp", "subvp"])  # sigma(0) = 0 (the VE SDE keeps sigma_min at t = 0)
+def test_flow_end_error_is_fourth_order_in_the_remaining_noise(name):
+    """On the ring (not Gaussian, but smooth on the scale of the remaining noise) the flow end's
+    distance to a tight solve into t = 0 falls 16-fold when sigma_hat halves, Tweedie's 4-fold."""
+    sde = SDES[name]()
+    exact = ring().diffused(sde)
+    x_T = torch.randn(256, 2, generator=torch.Generator().manual_seed(1))
+    errors = {}
+    for sigma_hat in (0.05, 0.025):
+        t_end = t_at(sde, sigma_hat)
+        end = dict(sampler=TIGHT, grid=torch.tensor([sde.T, t_end]), x_init=x_T)
+        x_end = scoresde.sample(sde, exact.score, **end)
+        x_0 = scoresde.sample(sde, exact.score, sampler=TIGHT, grid=torch.tensor([t_end, 0.0]), x_init=x_end)
+        for how in ("flow", "tweedie"):
+            y = scoresde.sample(sde, exact.score, denoise=how, **end)
+            errors[how, sigma_hat] = (y - x_0).pow(2).sum(1).mean().sqrt().item()
+    assert 12.0 < errors["flow", 0.05] / errors["flow", 0.025] < 20.0
+    assert 3.5 < errors["tweedie", 0.05] / errors["tweedie", 0.025] < 4.5
+    assert errors["flow", 0.05] < errors["tweedie", 0.05] / 20
+
+
+@pytest.mark.parametrize("sampler", [DDIM(), DPMSolverPP(order=2)], ids=repr)
+def test_flow_end_is_the_midpoint_of_the_state_and_its_denoised_estimate(sde, sampler):
+    exact = ring().diffused(sde)
+    kw = dict(shape=(5, 2), sampler=sampler, steps=6, generator=0)
+    x = scoresde.sample(sde, exact.score, **kw)
+    t_end = scoresde.grids.default_t_end(sde)
+    alpha, _ = sde.marginal(t_end)
+    # the multistep order rule counts either final step alike: same state at t_end
+    seen = []
+    y = scoresde.sample(sde, exact.score, denoise="flow", callback=seen.append, **kw)
+    if isinstance(sampler, DDIM):
+        torch.testing.assert_close(seen[-1].x, x, rtol=0, atol=0)
+    torch.testing.assert_close(y, 0.5 * (seen[-1].x / alpha + exact.denoiser(seen[-1].x, t_end)), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(scoresde.sample(sde, exact.score, denoise="tweedie", **kw),
+                               scoresde.sample(sde, exact.score, denoise=True, **kw), rtol=0, atol=0)
+
+
+def test_flow_end_into_a_noise_free_grid_end_changes_nothing():
+    sde = SDES["vp"]()
+    exact = ring().diffused(sde)
+    kw = dict(shape=(5, 2), sampler=DPMSolverPP(), steps=6, grid=scoresde.UniformTime(), t_end=0.0, generator=0)
+    torch.testing.assert_close(scoresde.sample(sde, exact.score, denoise="flow", **kw),
+                               scoresde.sample(sde, exact.score, **kw), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("denoise, exc", [("median", ValueError), (1, TypeError), ("Flow", ValueError)])
+def test_bad_denoise(denoise, exc):
+    sde = SDES["vp"]()
+    with pytest.raises(exc, match=rf"denoise: expected a bool, 'tweedie' or 'flow', got {denoise!r}"):
+        scoresde.sample(sde, ring().diffused(sde).score, (2, 2), DDIM(), steps=2, denoise=denoise)
