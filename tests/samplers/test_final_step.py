@@ -10,6 +10,7 @@ import torch
 import scoresde
 from scoresde import DDIM, DPMSolverPP, GaussianMixture, ProbabilityFlow
 
+from ..conftest import devices
 from .conftest import SDES, ring
 
 TIGHT = ProbabilityFlow(solvers.Dopri5(1e-11, 1e-11))
@@ -69,17 +70,18 @@ def test_flow_end_error_is_fourth_order_in_the_remaining_noise(name):
 def test_flow_end_is_the_midpoint_of_the_state_and_its_denoised_estimate(sde, sampler):
     exact = ring().diffused(sde)
     kw = dict(shape=(5, 2), sampler=sampler, steps=6, generator=0)
-    x = scoresde.sample(sde, exact.score, **kw)
     t_end = scoresde.grids.default_t_end(sde)
     alpha, _ = sde.marginal(t_end)
-    # the multistep order rule counts either final step alike: same state at t_end
-    seen = []
-    y = scoresde.sample(sde, exact.score, denoise="flow", callback=seen.append, **kw)
-    if isinstance(sampler, DDIM):
-        torch.testing.assert_close(seen[-1].x, x, rtol=0, atol=0)
-    torch.testing.assert_close(y, 0.5 * (seen[-1].x / alpha + exact.denoiser(seen[-1].x, t_end)), rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(scoresde.sample(sde, exact.score, denoise="tweedie", **kw),
-                               scoresde.sample(sde, exact.score, denoise=True, **kw), rtol=0, atol=0)
+    seen_flow, seen_tweedie = [], []
+    y = scoresde.sample(sde, exact.score, denoise="flow", callback=seen_flow.append, **kw)
+    z = scoresde.sample(sde, exact.score, denoise=True, callback=seen_tweedie.append, **kw)
+    x_end = seen_flow[-1].x
+    # either final step counts alike in the multistep order rules: the same state at t_end
+    torch.testing.assert_close(x_end, seen_tweedie[-1].x, rtol=0, atol=0)
+    denoised = exact.denoiser(x_end, t_end)
+    torch.testing.assert_close(z, denoised, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(y, 0.5 * (x_end / alpha + denoised), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(scoresde.sample(sde, exact.score, denoise="tweedie", **kw), z, rtol=0, atol=0)
 
 
 def test_flow_end_into_a_noise_free_grid_end_changes_nothing():
@@ -88,6 +90,19 @@ def test_flow_end_into_a_noise_free_grid_end_changes_nothing():
     kw = dict(shape=(5, 2), sampler=DPMSolverPP(), steps=6, grid=scoresde.UniformTime(), t_end=0.0, generator=0)
     torch.testing.assert_close(scoresde.sample(sde, exact.score, denoise="flow", **kw),
                                scoresde.sample(sde, exact.score, **kw), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_flow_end_on_the_state_device(device):
+    """float32 on the device, against the same run in float64 on the CPU."""
+    sde = SDES["vp"]()
+    exact = ring().diffused(sde)
+    x_T = torch.randn(64, 2, generator=torch.Generator().manual_seed(2))
+    kw = dict(sampler=DPMSolverPP(order=2), steps=9, denoise="flow")
+    y = scoresde.sample(sde, exact.score, x_init=x_T.to(device, torch.float32), **kw)
+    assert y.device.type == device and y.dtype == torch.float32
+    torch.testing.assert_close(y.cpu().double(), scoresde.sample(sde, exact.score, x_init=x_T, **kw),
+                               rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("denoise, exc", [("median", ValueError), (1, TypeError), ("Flow", ValueError)])
