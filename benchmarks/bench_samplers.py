@@ -27,7 +27,11 @@ chain and the continuous SDE share their marginals at every step; `clip_sample` 
 chain's first step) and finish with Tweedie's denoiser there, one more evaluation counted
 in the NFE; the rows marked "to 0" step into t = 0 instead, whose first-order last step is
 the denoiser at the last evaluated time with no extra evaluation (the peers' last step to
-sigma = 0 is the same).
+sigma = 0 is the same). Rows marked "flow end" take the probability flow's own last step
+instead of Tweedie's, (x / alpha + Tweedie) / 2 (`sample(..., denoise="flow")`: the flow into
+zero noise with the score held fixed, which keeps the spread that Tweedie's posterior mean
+removes, sigma_hat^2 / 2 s^2 = 0.5% of each component's standard deviation here); their ODE
+distances are to the reference followed by the same step ("exact probability flow, flow end").
 
 Rows marked "fitted grid" run on a grid fitted by `scoresde.fit_grid` to the same exact
 score on 4000 other prior draws (the pilot; at NFE 5, 10 and 20), minimising their RMS
@@ -166,6 +170,7 @@ class Entry:
     deterministic: bool
     run: Callable[[torch.Tensor, int], torch.Tensor]  # (x_T, seed) -> samples
     nfe: int
+    flow_end: bool = False  # ends with the flow's last step (denoise="flow"): compared with the reference's
     fit: dict = field(default_factory=dict)  # a fitted grid and the fit's time, once run
 
 
@@ -188,18 +193,20 @@ def ours(p: Problem, nfe: int, dtype: torch.dtype = torch.float32) -> list[Entry
     """Our samplers with a budget of `nfe` evaluations, the last one the final Tweedie denoising."""
     sde, score = p.sde, p.exact.score
 
-    def entry(name, sampler, steps, grid, deterministic, t_end=T_END):
-        """Steps to t_end then Tweedie (one more evaluation), or, with t_end = 0, steps into zero noise."""
+    def entry(name, sampler, steps, grid, deterministic, t_end=T_END, end="tweedie"):
+        """Steps to t_end then the final step `end` (Tweedie's or the flow's, one more evaluation),
+        or, with t_end = 0, steps into zero noise."""
         if steps < 1:
             return None
-        denoise = t_end > 0
+        denoise = end if t_end > 0 else False
 
         def run(x_T, seed):
             g = torch.Generator(device=x_T.device).manual_seed(seed)
             return scoresde.sample(sde, score, sampler=sampler, steps=steps, grid=grid, t_end=t_end,
                                    x_init=x_T, generator=g, denoise=denoise)
 
-        return Entry(name, "ours", deterministic, run, sampler.evaluations(steps) + int(denoise))
+        return Entry(name, "ours", deterministic, run, sampler.evaluations(steps) + int(bool(denoise)),
+                     flow_end=denoise == "flow")
 
     def fitted(name, sampler, steps):
         """A grid fitted on the pilot draws (once, on first use; the fit's time is reported apart)."""
@@ -219,6 +226,8 @@ def ours(p: Problem, nfe: int, dtype: torch.dtype = torch.float32) -> list[Entry
         entry("EDM Heun (Karras)", EDMHeun(), heun_steps, KarrasGrid(), True),
         entry("DPM-Solver++ 2M (uniform t)", DPMSolverPP(order=2), nfe - 1, UniformTime(), True),
         entry("DPM-Solver++ 2M (log-SNR)", DPMSolverPP(order=2), nfe - 1, UniformLogSNR(), True),
+        entry("DPM-Solver++ 2M (log-SNR, flow end)", DPMSolverPP(order=2), nfe - 1, UniformLogSNR(), True,
+              end="flow"),
         entry("DPM-Solver++ 3M (log-SNR)", DPMSolverPP(order=3), nfe - 1, UniformLogSNR(), True),
         entry("DPM-Solver++ 3M (Karras)", DPMSolverPP(order=3), nfe - 1, KarrasGrid(), True),
         entry("DPM-Solver++ 2M (uniform t to 0)", DPMSolverPP(order=2), nfe, UniformTime(), True, t_end=0.0),
@@ -230,6 +239,7 @@ def ours(p: Problem, nfe: int, dtype: torch.dtype = torch.float32) -> list[Entry
         entry("UniPC-2 (uniform t)", UniPC(order=2), nfe - 1, UniformTime(), True),
         entry("UniPC-2 (uniform t to 0)", UniPC(order=2), nfe, UniformTime(), True, t_end=0.0),
         entry("UniPC-2 (log-SNR)", UniPC(order=2), nfe - 1, UniformLogSNR(), True),
+        entry("UniPC-2 (log-SNR, flow end)", UniPC(order=2), nfe - 1, UniformLogSNR(), True, end="flow"),
         entry("UniPC-3 (log-SNR)", UniPC(order=3), nfe - 1, UniformLogSNR(), True),
         fitted(FITTED_3M, DPMSolverPP(order=3), nfe - 1),
         fitted("UniPC-2 (fitted grid)", UniPC(order=2), nfe - 1),
@@ -239,6 +249,8 @@ def ours(p: Problem, nfe: int, dtype: torch.dtype = torch.float32) -> list[Entry
         entry("Ancestral (log-SNR)", Ancestral(), nfe - 1, UniformLogSNR(), False),
         entry("SDE-DPM-Solver++ 2M (uniform t)", DPMSolverPP(order=2, eta=1.0), nfe - 1, UniformTime(), False),
         entry("SDE-DPM-Solver++ 2M (log-SNR)", DPMSolverPP(order=2, eta=1.0), nfe - 1, UniformLogSNR(), False),
+        entry("SDE-DPM-Solver++ 2M (log-SNR, flow end)", DPMSolverPP(order=2, eta=1.0), nfe - 1, UniformLogSNR(),
+              False, end="flow"),
         entry("SDE-DPM-Solver++ 3M (log-SNR)", DPMSolverPP(order=3, eta=1.0), nfe - 1, UniformLogSNR(), False),
         entry("PC, noise norms (uniform t)", PredictorCorrector(corrector=LangevinCorrector(norms="noise")),
               heun_steps, UniformTime(), False),
@@ -308,10 +320,14 @@ def peers(p: Problem, nfe: int, dtype: torch.dtype = torch.float32) -> list[Entr
 # ---------------------------------------------------------------------------------------------
 
 
-def reference(p: Problem, x_T: torch.Tensor) -> torch.Tensor:
-    """The probability-flow ODE from x_T to t = 1e-3 by Dormand-Prince at 1e-8 (float64), then Tweedie."""
-    return scoresde.sample(p.sde, p.exact.score, sampler=ProbabilityFlow(solvers.Dopri5(1e-8, 1e-8)),
-                           x_init=x_T.double(), t_end=T_END, denoise=True)
+def reference(p: Problem, x_T: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The probability-flow ODE from x_T to t = 1e-3 by Dormand-Prince at 1e-8 (float64), then
+    Tweedie's final step, and, from the same solve, the flow's final step (x / alpha + Tweedie) / 2."""
+    seen = []
+    tweedie = scoresde.sample(p.sde, p.exact.score, sampler=ProbabilityFlow(solvers.Dopri5(1e-8, 1e-8)),
+                              x_init=x_T.double(), t_end=T_END, denoise=True, callback=seen.append)
+    alpha, _ = p.sde.marginal(seen[-1].t_next)
+    return tweedie, 0.5 * (seen[-1].x / alpha + tweedie)
 
 
 def run_dim(dim: int, nfes: list[int], n: int, device: torch.device, dtype: torch.dtype,
@@ -321,13 +337,15 @@ def run_dim(dim: int, nfes: list[int], n: int, device: torch.device, dtype: torc
     x_T = torch.randn(n, dim, generator=g, dtype=torch.float64).to(device)
     fresh = sorted_projections(p, p.mixture.sample(n, generator=g).to(device))
     fresh2 = p.mixture.sample(n, generator=g).to(device)
-    ref = reference(p, x_T)
+    ref, ref_flow = reference(p, x_T)
     p.pilot = torch.randn(PILOT, dim, generator=torch.Generator().manual_seed(99), dtype=torch.float64).to(device)
-    p.pilot_ref = reference(p, p.pilot)
+    p.pilot_ref = reference(p, p.pilot)[0]
     rows = [dict(dim=dim, sampler="true samples", group="reference", nfe=0, deterministic=False, seconds=0.0,
                  **metrics(p, fresh2, fresh, None)),
             dict(dim=dim, sampler="exact probability flow", group="reference", nfe=0, deterministic=False,
-                 seconds=0.0, **metrics(p, ref, fresh, None))]
+                 seconds=0.0, **metrics(p, ref, fresh, None)),
+            dict(dim=dim, sampler="exact probability flow, flow end", group="reference", nfe=0,
+                 deterministic=False, seconds=0.0, **metrics(p, ref_flow, fresh, None))]
     for nfe in nfes:
         for e in ours(p, nfe, dtype) + peers(p, nfe, dtype):
             if only and not any(pattern in e.name for pattern in only):
@@ -337,7 +355,7 @@ def run_dim(dim: int, nfes: list[int], n: int, device: torch.device, dtype: torc
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t0
-            m = metrics(p, x, fresh, ref if e.deterministic else None)
+            m = metrics(p, x, fresh, (ref_flow if e.flow_end else ref) if e.deterministic else None)
             fit = e.fit
             if fit:
                 seconds -= fit["seconds"]
