@@ -33,7 +33,8 @@ STOCHASTIC = [
     DDIM(eta=0.7),
     EDMHeun(churn=10.0),
     DPMSolverPP(order=3, eta=1.0),
-    AnnealedLangevin(n_steps_each=3, step_lr=1e-5),
+    # step_lr / sigma_end^2 below 2 for every SDE here (sub-VP ends at sigma = 1.1e-4: 0.17)
+    AnnealedLangevin(n_steps_each=3, step_lr=2e-9),
 ]
 DETERMINISTIC = [DDIM(), EDMHeun(), DPMSolverPP(order=3), UniPC(), ProbabilityFlow()]
 
@@ -233,9 +234,20 @@ def test_score_returning_nan_is_reported_with_its_time(sampler):
 
 
 def test_diverging_sampler_is_reported():
-    """A Langevin step far above the stable size makes the state explode: the error says so."""
-    with pytest.raises(ValueError, match=r"max \|x\| = (inf|nan|\d\.\d+e\+\d\d\d)"):
+    """A score of the wrong sign (pushing away from the data) makes a float32 state overflow: the error says so."""
+    with pytest.raises(ValueError, match=r"max \|x\| = (inf|nan|\d\.\d+e\+\d\d)"):
+        _run(score=lambda x, t: 1e3 * x, steps=50, dtype=torch.float32)
+
+
+def test_langevin_step_beyond_the_stable_size_is_refused():
+    """step_lr / sigma_end^2 is every level's step in units of its variance; from 2 on, the chain
+    diverges on the largest levels. Refused before sampling, with the bound; just below it, it runs."""
+    msg = (r"step_lr: 10.0 is too large for this grid: .* = 9.1e\+04 sigma_t\^2 \(sigma_end = 0.0105\).*"
+           r"use step_lr < 2 sigma_end\^2 = 0.00022")
+    with pytest.raises(ValueError, match=msg):
         _run(sampler=AnnealedLangevin(n_steps_each=50, step_lr=10.0), steps=3)
+    x = _run(sampler=AnnealedLangevin(n_steps_each=50, step_lr=1.9e-4), steps=3)
+    assert x.norm(dim=1).max() < 6.0  # on the ring of radius 4
 
 
 def test_log_snr_grid_needs_a_positive_noise_level_at_its_end():
