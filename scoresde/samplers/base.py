@@ -355,9 +355,10 @@ def final_step(ctx: SamplingContext, x: Tensor, how: str) -> Tensor:
       $s^2/\sqrt{s^2 + \hat\sigma^2}$, a relative error of $-\hat\sigma^2/2s^2$.
     * `"flow"`: $(\hat x + D(\hat x))/2$, the probability flow
       $d\hat x/d\hat\sigma = -\hat\sigma\nabla\log\hat p_{\hat\sigma}(\hat x)$ integrated
-      from $\hat\sigma$ to 0 with the score held fixed, which is where the score has a
-      limit (any density smooth on the scale $\hat\sigma$): exact to
-      $O(\hat\sigma^4/s^4)$, so it keeps the spread that Tweedie's step removes. For data
+      from $\hat\sigma$ to 0 with the score held fixed. For a density smooth on the scale
+      $\hat\sigma$ the score has a limit as $\hat\sigma \to 0$ (while $\hat x - D$ vanishes
+      like $\hat\sigma^2$), so this step is exact to $O(\hat\sigma^4/s^4)$ and keeps the
+      spread that Tweedie's step removes. For data
       concentrated on sets thinner than $\hat\sigma$ (a manifold, quantised pixels), the
       score grows like $1/\hat\sigma^2$ across them and the flow's own last step is the
       projection that Tweedie's denoiser makes: there `"tweedie"` is right and `"flow"`

@@ -65,16 +65,17 @@ class AnnealedLangevin(Sampler):
                 "grid: annealed Langevin dynamics scales its steps by sigma_t^2 / sigma_end^2 and needs"
                 f" sigma_end > 0 at the last time, got sigma = {sigma_last!r}; end the grid at t > 0"
             )
-        # alpha_i / sigma_i^2 = eps / sigma_end^2 at every level; on the largest levels the marginal is
-        # close to N(0, sigma_i^2 I) (data variance times alpha_T^2 is negligible there), on which a
-        # Langevin step of alpha_i > 2 sigma_i^2 multiplies the state by |1 - alpha_i / sigma_i^2| > 1
+        # alpha_i / sigma_i^2 = eps / sigma_end^2 at every level. Where the noise dominates the data's
+        # own spread (every direction on the largest levels, and across thin data at all levels) the
+        # marginal is close to N(., sigma_i^2 I), on which a Langevin step alpha_i multiplies the
+        # deviation by 1 - alpha_i / sigma_i^2: from alpha_i = 2 sigma_i^2 on it no longer shrinks.
         ratio = self.step_lr / sigma_last**2
         if ratio >= 2.0:
             raise ValueError(
                 f"step_lr: {self.step_lr!r} is too large for this grid: every level's step is"
                 f" step_lr * sigma_t^2 / sigma_end^2 = {ratio:.3g} sigma_t^2 (sigma_end = {sigma_last:.3g}), and steps"
-                " of 2 sigma_t^2 or more diverge on the largest levels, where the marginal is close to"
-                f" N(0, sigma_t^2 I); use step_lr < 2 sigma_end^2 = {2 * sigma_last**2:.3g} (NCSN: 2e-5 with"
+                " of 2 sigma_t^2 or more diverge wherever the noise dominates the data's spread (on the"
+                f" largest levels, everywhere); use step_lr < 2 sigma_end^2 = {2 * sigma_last**2:.3g} (NCSN: 2e-5 with"
                 " sigma_end = 0.01, a ratio of 0.2; see ncsn_step_size) or end the grid at a larger t"
             )
 
