@@ -51,7 +51,8 @@ Mode misses are rare at 20 evaluations (a few of the 20,000 samples, too few to 
 apart), so a second section counts them again, for every deterministic sampler at NFE 10 and
 20, on 100,000 further prior draws (another seed; `--rare`) against a reference solve from
 those draws: each count with its exact 95% Poisson interval, and our best against diffusers'
-best by McNemar's exact test on the same draws (the samples missed by one and not the other).
+best by McNemar's exact test on the same draws (the samples missed by one and not the other),
+and the count of samples off every mode (0.1 expected of 100,000 true samples).
 
 A last section checks the probability-flow likelihood against the exact log-density:
 exact divergence with the N(0, I) prior (whose mismatch with p_T is part of the error) and
@@ -399,8 +400,9 @@ def run_dim(dim: int, nfes: list[int], n: int, device: torch.device, dtype: torc
 
 def rare_rows(p: Problem, nfes: list[int], n: int, dtype: torch.dtype, only: list[str] | None) -> list[dict]:
     """Mode misses of every deterministic sampler on `n` further prior draws (another seed than the
-    main draws and the pilots), against the same reference solve; each row keeps the indices of
-    the missed samples, so that two samplers can be compared on the same draws (McNemar)."""
+    main draws and the pilots), against a reference solve from them; each row keeps the indices of
+    the missed samples, so that two samplers can be compared on the same draws (McNemar), and
+    counts the samples off every mode (the `off` radius; true samples: n * 1e-6 expected)."""
     if n <= 0 or not nfes:
         return []
     x_T = torch.randn(n, p.dim, generator=torch.Generator().manual_seed(RARE_SEED), dtype=torch.float64)
@@ -414,9 +416,11 @@ def rare_rows(p: Problem, nfes: list[int], n: int, dtype: torch.dtype, only: lis
             if not e.deterministic or (only and not any(pattern in e.name for pattern in only)):
                 continue
             x = e.run(x_T.to(dtype), 1).double()
-            missed = torch.cdist(x, means).argmin(1) != ref_mode[int(e.flow_end)]
+            dist2, mode = torch.cdist(x, means).pow(2).min(1)
+            missed = mode != ref_mode[int(e.flow_end)]
             rows.append(dict(dim=p.dim, sampler=e.name, group=e.group, nfe=e.nfe, budget=nfe, draws=n,
-                             misses=int(missed.sum()), missed=missed.nonzero().flatten().tolist()))
+                             misses=int(missed.sum()), missed=missed.nonzero().flatten().tolist(),
+                             off=int((dist2 > p.radius2_off).sum())))
     return rows
 
 
@@ -437,12 +441,12 @@ def poisson_interval(k: int, level: float = 0.95) -> tuple[float, float]:
 
 def rare_table(rows: list[dict]) -> str:
     """Every sampler's misses with its 95% interval, and our best against diffusers' best."""
-    lines = ["| dim | NFE | sampler | misses | share | 95% interval |", "|---|---|---|---|---|---|"]
+    lines = ["| dim | NFE | sampler | misses | share | 95% interval | off |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         lo, hi = poisson_interval(r["misses"])
         n = r["draws"]
         lines.append(f"| {r['dim']} | {r['nfe']} | {r['sampler']} | {r['misses']} | {100 * r['misses'] / n:.3f}% | "
-                     f"{100 * lo / n:.3f}-{100 * hi / n:.3f}% |")
+                     f"{100 * lo / n:.3f}-{100 * hi / n:.3f}% | {r['off']} |")
     lines += ["", "| dim | budget | ours, best | diffusers, best | missed by ours only | by diffusers' only |"
               " McNemar p |", "|---|---|---|---|---|---|---|"]
     for dim in sorted({r["dim"] for r in rows}):
