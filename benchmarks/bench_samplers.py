@@ -61,10 +61,11 @@ probes against its reported standard error.
 
 Usage:
     python benchmarks/bench_samplers.py [--quick] [--device cpu|cuda] [--out benchmarks/results]
-                                        [--only "UniPC,diffusers"] [--no-likelihood]
+                                        [--only "UniPC,diffusers"] [--no-likelihood] [--rare N]
 
-The full run (20,000 samples, both dimensions) takes about 25 minutes on one CPU core,
-most of it in the exact 32-D mixture score; `--quick` about half a minute.
+The full run (20,000 samples and 100,000 further draws, both dimensions) takes about an hour
+on one CPU core, most of it in the exact 32-D mixture score and the grid fits; `--quick`
+about a minute.
 """
 
 from __future__ import annotations
