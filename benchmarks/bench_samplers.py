@@ -36,7 +36,7 @@ distances are to the reference followed by the same step ("exact probability flo
 Rows marked "fitted grid" run on a grid fitted by `scoresde.fit_grid` to the same exact
 score on 4000 other prior draws (the pilot; at NFE 5, 10 and 20), minimising their RMS
 distance to the exact flow; the fit's own time is reported apart from the sampling time.
-The row "UniPC-3 (fitted grid to t = 1/NFE)" (NFE 20) has the structure of the rows "to 0":
+The row "UniPC-3 (fitted grid to t = 1/NFE)" (NFE 10 and 20) has the structure of the rows "to 0":
 its last evaluation is at t = 1/NFE, where the uniform grid into 0 takes its own, followed
 by Tweedie's step there; its grid is fitted to end there (against a solve ending the same
 way), on 40,000 other prior draws, so that the rare samples the grid sends to another mode
@@ -62,10 +62,12 @@ probes against its reported standard error.
 Usage:
     python benchmarks/bench_samplers.py [--quick] [--device cpu|cuda] [--out benchmarks/results]
                                         [--only "UniPC,diffusers"] [--no-likelihood] [--rare N]
+                                        [--dims 2,32] [--nfes 5,10,20,50,100]
 
-The full run (20,000 samples and 100,000 further draws, both dimensions) takes about an hour
-on one CPU core, most of it in the exact 32-D mixture score and the grid fits; `--quick`
-about a minute.
+The full run (20,000 samples and 100,000 further draws, both dimensions) takes about 80
+minutes on one CPU core, most of it in the exact 32-D mixture score and the grid fits;
+`--quick` (2,000 samples, 4,000 further draws, the decision grids fitted on the ordinary
+4,000-draw pilot) about 15 minutes, most of it the 32-D grid fits.
 """
 
 from __future__ import annotations
@@ -194,8 +196,8 @@ PILOT = 4000  # pilot draws per fit
 #: Tweedie's step there, as that grid's last step into 0 is): every evaluation goes to the noise levels
 #: where the modes are decided. The rare flips it minimises need a larger pilot (another seed).
 DECISION = "UniPC-3 (fitted grid to t = 1/NFE)"
-DECISION_NFES = (20,)
-DECISION_PILOT = 40000
+DECISION_NFES = (10, 20)
+DECISION_PILOT = 40000  # --quick: PILOT
 FITTED_3M = "DPM-Solver++ 3M (fitted grid)"
 #: mode misses are rare at 20 evaluations (a few of 20,000 samples): they are counted again on more draws
 RARE_NFES = (10, 20)
@@ -587,12 +589,24 @@ def main(argv=None):
     ap.add_argument("--rare", type=int, default=None,
                     help="further prior draws on which the mode misses at NFE 10 and 20 are counted "
                          f"(default {RARE_DRAWS:,}; quick: 4,000; 0 skips)")
+    ap.add_argument("--dims", default="2,32", help="comma-separated dimensions of the ring (default 2,32)")
+    ap.add_argument("--nfes", default=None,
+                    help="comma-separated budgets (default 5,10,20,50,100; quick: 10,20)")
     ap.add_argument("--threads", type=int, default=1,
                     help="CPU threads (default 1: on shared machines more threads only add contention)")
     args = ap.parse_args(argv)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     torch.set_num_threads(args.threads)
     nfes = [10, 20] if args.quick else [5, 10, 20, 50, 100]
+    try:
+        dims = [int(d) for d in args.dims.split(",")]
+        nfes = nfes if args.nfes is None else [int(b) for b in args.nfes.split(",")]
+    except ValueError:
+        ap.error(f"--dims, --nfes: expected comma-separated integers, got --dims {args.dims!r} --nfes {args.nfes!r}")
+    if any(d < 2 for d in dims):
+        ap.error(f"--dims: the ring needs at least 2 dimensions, got {args.dims!r}")
+    if any(b < 2 for b in nfes):
+        ap.error(f"--nfes: expected budgets of at least 2 evaluations, got {args.nfes!r}")
     n = args.samples or (2000 if args.quick else 20000)
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_grad_enabled(True)
@@ -606,8 +620,11 @@ def main(argv=None):
     except ImportError:
         print("# peers: diffusers not installed (pip install diffusers); only our samplers run")
     n_rare = args.rare if args.rare is not None else (4000 if args.quick else RARE_DRAWS)
+    if args.quick:  # the decision grids on the ordinary pilot's size: a rougher fit, in minutes not tens
+        global DECISION_PILOT
+        DECISION_PILOT = PILOT
     rows, rare = [], []
-    for dim in (2, 32):
+    for dim in dims:
         t0 = time.perf_counter()
         dim_rows, dim_rare = run_dim(dim, nfes, n, device, dtype, args.only.split(",") if args.only else None,
                                      n_rare)
