@@ -127,6 +127,7 @@ class Problem:
     pilot: torch.Tensor | None = None  # prior draws the fitted grids are fitted on (not the benchmark's x_T)
     pilot_ref: torch.Tensor | None = None  # their exact probability flow
     fitted: dict = field(default_factory=dict)  # sampler name -> budget -> the fitted grid and the fit's time
+    decision_pilot: int | None = None  # prior draws the decision grids are fitted on (default DECISION_PILOT)
 
 
 def make_problem(dim: int, device: torch.device) -> Problem:
@@ -215,7 +216,8 @@ def fit_once(p: Problem, cache: dict, sampler, steps: int, dtype: torch.dtype, t
             cache["grid"] = scoresde.fit_grid(p.sde, p.exact.score, sampler, steps, p.pilot.to(dtype),
                                               reference=p.pilot_ref)
         else:
-            pilot = torch.randn(DECISION_PILOT, p.dim, generator=torch.Generator().manual_seed(98),
+            size = p.decision_pilot or DECISION_PILOT
+            pilot = torch.randn(size, p.dim, generator=torch.Generator().manual_seed(98),
                                 dtype=torch.float64).to(p.pilot.device)
             cache["grid"] = scoresde.fit_grid(p.sde, p.exact.score, sampler, steps, pilot.to(dtype), t_end=t_end)
         cache["seconds"] = time.perf_counter() - t0
@@ -365,9 +367,11 @@ def reference(p: Problem, x_T: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 
 
 def run_dim(dim: int, nfes: list[int], n: int, device: torch.device, dtype: torch.dtype,
-            only: list[str] | None = None, n_rare: int = 0) -> tuple[list[dict], list[dict]]:
+            only: list[str] | None = None, n_rare: int = 0,
+            decision_pilot: int = DECISION_PILOT) -> tuple[list[dict], list[dict]]:
     """The rows of every sampler at every budget, and the mode-miss counts on `n_rare` further draws."""
     p = make_problem(dim, device)
+    p.decision_pilot = decision_pilot
     g = torch.Generator().manual_seed(0)
     x_T = torch.randn(n, dim, generator=g, dtype=torch.float64).to(device)
     fresh = sorted_projections(p, p.mixture.sample(n, generator=g).to(device))
@@ -620,14 +624,11 @@ def main(argv=None):
     except ImportError:
         print("# peers: diffusers not installed (pip install diffusers); only our samplers run")
     n_rare = args.rare if args.rare is not None else (4000 if args.quick else RARE_DRAWS)
-    if args.quick:  # the decision grids on the ordinary pilot's size: a rougher fit, in minutes not tens
-        global DECISION_PILOT
-        DECISION_PILOT = PILOT
     rows, rare = [], []
     for dim in dims:
         t0 = time.perf_counter()
         dim_rows, dim_rare = run_dim(dim, nfes, n, device, dtype, args.only.split(",") if args.only else None,
-                                     n_rare)
+                                     n_rare, PILOT if args.quick else DECISION_PILOT)  # quick: a rougher fit
         rows, rare = rows + dim_rows, rare + dim_rare
         print(f"\n## {dim}-D ring ({time.perf_counter() - t0:.0f} s)\n")
         print(table(dim_rows))
