@@ -1,6 +1,7 @@
 """Samplers of score-based diffusion models; the public names are re-exported by `scoresde.sampling`."""
 
-from .base import PerSampleGenerators, Sampler, SamplingContext, StepInfo, as_noise_source, sample
+from .base import PerSampleGenerators, Sampler, SamplingContext, StepInfo, as_noise_source
+from .run import sample
 from .exponential import DPMSolverPP, UniPC
 from .fitted import FittedGrid, fit_grid
 from .langevin import AnnealedLangevin, ncsn_levels, ncsn_ratio, ncsn_sigma_max, ncsn_step_size

@@ -45,7 +45,8 @@ from torch import Tensor
 
 from .._checks import check_float_tensor, check_int, check_positive_finite
 from ..grids import KarrasGrid, TimeGrid, UniformLogSNR, UniformTime, _half_log_snr, _sde_time_range
-from .base import Sampler, check_denoise, sample
+from .base import Sampler
+from .run import check_denoise, sample
 from .solver import ProbabilityFlow
 
 __all__ = ["FittedGrid", "fit_grid"]
@@ -131,7 +132,7 @@ def fit_grid(
         t_end: the grid's last time (default [`default_t_end`][scoresde.grids.default_t_end]);
             it needs a finite log-SNR.
         denoise: the final step the sampler will be used with, as in
-            [`sample`][scoresde.samplers.base.sample] (True or `"tweedie"`, `"flow"`, False);
+            [`sample`][scoresde.samplers.run.sample] (True or `"tweedie"`, `"flow"`, False);
             the reference ends with the same step. Default True.
         reference: the exact solution from `pilot` (with the same final denoising), if
             already computed; default: a Dormand-Prince solve at `rtol`, `atol`.
@@ -140,7 +141,7 @@ def fit_grid(
 
     Returns:
         A [`FittedGrid`][scoresde.samplers.FittedGrid]: pass it as `grid=` to
-        [`sample`][scoresde.samplers.base.sample] (which then takes its `steps`; another number is refused).
+        [`sample`][scoresde.samplers.run.sample] (which then takes its `steps`; another number is refused).
     """
     from scipy import optimize
 

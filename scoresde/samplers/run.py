@@ -1,0 +1,255 @@
+r"""The sampling entry point: [`sample`][scoresde.sample] checks its arguments once, builds
+the grid, the noise source and the [`SamplingContext`][scoresde.samplers.base.SamplingContext],
+and hands them to the sampler; [`final_step`][scoresde.samplers.run.final_step] is the optional
+last step into zero noise. The defaults it applies live in
+[`scoresde.samplers.defaults`][scoresde.samplers.defaults], where the reasoning for each is written.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable, Sequence
+
+import solvers
+import torch
+from torch import Tensor
+
+from .._checks import check_float_tensor, check_int, validation
+from ..grids import TimeGrid, check_grid
+from . import defaults
+from .base import Sampler, SamplingContext, ScoreFn, StepInfo, as_noise_source
+
+__all__ = ["sample", "final_step", "check_denoise", "DENOISE_MODES"]
+
+
+def _check_shape(shape) -> tuple[int, ...]:
+    if isinstance(shape, torch.Size):
+        shape = tuple(shape)
+    if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
+        shape = (int(shape),)
+    if not isinstance(shape, (tuple, list)) or not shape:
+        raise TypeError(f"shape: expected a non-empty sequence of ints (B, ...), got {shape!r}")
+    if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in shape):
+        raise ValueError(f"shape: expected positive ints (B, ...), got {tuple(shape)!r}")
+    return tuple(int(s) for s in shape)
+
+
+#: the final steps `sample(..., denoise=...)` knows: True means "tweedie"
+DENOISE_MODES = ("tweedie", "flow")
+
+
+def check_denoise(denoise: bool | str | None) -> str | None:
+    """`denoise` as None (no final step), "tweedie" or "flow"; a clear error for anything else."""
+    if denoise is None or denoise is False:
+        return None
+    if denoise is True:
+        return "tweedie"
+    if isinstance(denoise, str) and denoise in DENOISE_MODES:
+        return denoise
+    raise (ValueError if isinstance(denoise, str) else TypeError)(
+        f"denoise: expected a bool, 'tweedie' or 'flow', got {denoise!r}"
+    )
+
+
+def final_step(ctx: SamplingContext, x: Tensor, how: str) -> Tensor:
+    r"""The last step from the grid's end $t_{\text{end}}$ into zero noise (one evaluation).
+
+    With $\hat x = x/\alpha$, $\hat\sigma = \sigma/\alpha$ at $t_{\text{end}}$ and
+    $D(\hat x) = \hat x + \hat\sigma^2\nabla_{\hat x}\log\hat p$ Tweedie's denoiser:
+
+    * `"tweedie"`: $D(\hat x)$, the posterior mean $E[x_0\mid x_{t_{\text{end}}}]$. It is
+      the first-order step of the probability flow with the denoiser held fixed, and it
+      narrows the distribution: a component of standard deviation $s$ comes out with
+      $s^2/\sqrt{s^2 + \hat\sigma^2}$, a relative error of $-\hat\sigma^2/2s^2$.
+    * `"flow"`: $(\hat x + D(\hat x))/2$, the probability flow
+      $d\hat x/d\hat\sigma = -\hat\sigma\nabla\log\hat p_{\hat\sigma}(\hat x)$ integrated
+      from $\hat\sigma$ to 0 with the score held fixed. For a density smooth on the scale
+      $\hat\sigma$ the score has a limit as $\hat\sigma \to 0$ (while $\hat x - D$ vanishes
+      like $\hat\sigma^2$), so this step is exact to $O(\hat\sigma^4/s^4)$ and keeps the
+      spread that Tweedie's step removes. For data
+      concentrated on sets thinner than $\hat\sigma$ (a manifold, quantised pixels), the
+      score grows like $1/\hat\sigma^2$ across them and the flow's own last step is the
+      projection that Tweedie's denoiser makes: there `"tweedie"` is right and `"flow"`
+      leaves half the remaining noise.
+
+    Both are the limits of the step that is exact for Gaussian data of any covariance,
+    $\hat x - (I + J^{1/2})^{-1}(\hat x - D)$ with $J = \partial D/\partial\hat x$
+    ($J \to I$ for smooth densities, $J \to 0$ across thin sets).
+    """
+    x0 = ctx.denoised(x, ctx.steps)
+    if how == "flow":
+        x0 = 0.5 * (x / ctx.alpha[-1] + x0)
+    return x0
+
+
+def _make_progress(progress, total: int, name: str):
+    if progress is False or progress is None:
+        return None
+    from tqdm.auto import tqdm
+
+    kwargs = dict(progress) if isinstance(progress, dict) else {}
+    kwargs.setdefault("desc", name)
+    return tqdm(total=total, **kwargs)
+
+
+def sample(
+    sde,
+    score: ScoreFn,
+    shape: Sequence[int] | None = None,
+    sampler: Sampler | None = None,
+    steps: int | None = None,
+    *,
+    grid: TimeGrid | Tensor | None = None,
+    t_end: float | None = None,
+    generator: Any = None,
+    x_init: Tensor | None = None,
+    denoise: bool | str = False,
+    callback: Callable[[StepInfo], Any] | None = None,
+    progress: bool | dict = False,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    r"""Draw samples by running `sampler` from the prior at $t = T$ down to $t_{\text{end}}$.
+
+    The state starts at $x_T \sim$ the SDE's prior (or `x_init`) and is advanced over a
+    decreasing time grid by the sampler; optionally a final Tweedie step returns
+    $\hat x_0 = (x + \sigma_{t_{\text{end}}}^2 \nabla\log p_{t_{\text{end}}}(x))/\alpha_{t_{\text{end}}}$,
+    which removes the noise left at $t_{\text{end}}$ (EDM's last step to $\sigma = 0$, NCSNv2's
+    final denoising). Runs under `torch.no_grad()`; score callables that need gradients
+    (classifier guidance) enable them locally. Value checks are off inside the loop (no host
+    synchronisation per step); a score that returns NaN or inf is reported once at the end,
+    with the time at which it first did.
+
+    Arguments:
+        sde: the [`SDE`][scoresde.SDE] whose reverse is sampled.
+        score: any callable `score(x, t)` returning $\nabla_x\log p_t(x)$ shaped like `x`
+            (`t` is a `(B,)` tensor), e.g. a [`ScoreModel`][scoresde.ScoreModel] or an exact
+            [`DiffusedMixture.score`][scoresde.analytic.DiffusedMixture.score].
+        shape: the batch shape `(B, ...)`; may be omitted when `x_init` is given.
+        sampler: a sampler instance (default `DPMSolverPP(order=2)`).
+        steps: the number of steps $N \ge 1$ (default: the sampler's `default_steps`).
+        grid: a [`TimeGrid`][scoresde.grids.TimeGrid] (default: the sampler's) or an explicit
+            strictly decreasing 1-D tensor of times in $[0, T]$ (then `steps` is its length - 1).
+        t_end: the last time of the grid (default [`default_t_end`][scoresde.grids.default_t_end]).
+        generator: the noise source: None, a `torch.Generator`, an int seed, a list of seeds
+            or generators with one per sample (a sample then does not depend on its batch),
+            or a `solvers` noise source.
+        x_init: start from this state at `grid[0]` instead of a prior draw (e.g. a latent from
+            the probability-flow encoder).
+        denoise: finish with a step from $t_{\text{end}}$ into zero noise (one more
+            evaluation): True or `"tweedie"`, Tweedie's denoiser (the posterior mean); `"flow"`,
+            the probability flow's last step with the score held fixed,
+            $(x/\alpha + \hat x_0)/2$, which keeps the spread Tweedie's step removes from
+            data that is smooth on the scale of the remaining noise (see
+            [`final_step`][scoresde.samplers.run.final_step]). False: end at $t_{\text{end}}$.
+        callback: called with a [`StepInfo`][scoresde.samplers.base.StepInfo] after each step.
+        progress: show a tqdm progress bar (a dict is passed to tqdm as keyword arguments).
+        device, dtype: of the state when `x_init` is not given (default: the generator's
+            device or the CPU; torch's default dtype).
+
+    Returns:
+        The samples, shape `shape`.
+
+    Example:
+        ```python
+        x = scoresde.sample(sde, model, (64, 3, 32, 32), DPMSolverPP(order=3), steps=20, generator=0)
+        ```
+    """
+    from ..sde import SDE
+
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde: expected a scoresde.SDE (VPSDE, SubVPSDE, VESDE, ...), got {type(sde).__name__}")
+    if not callable(score):
+        raise TypeError(f"score: expected a callable score(x, t), got {type(score).__name__}")
+    sampler = defaults.default_sampler(sde) if sampler is None else sampler
+    if not isinstance(sampler, Sampler):
+        raise TypeError(
+            "sampler: expected a sampler instance such as DDIM(), DPMSolverPP(order=2), EulerMaruyama(),"
+            f" got {sampler!r}"
+        )
+    denoise = check_denoise(denoise)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback: expected a callable callback(info) or None, got {type(callback).__name__}")
+
+    # -- the state's shape, device and dtype
+    if isinstance(shape, Sampler):
+        raise TypeError(f"shape: expected the batch shape (B, ...), got the sampler {shape!r}; pass it as sampler=...")
+    if x_init is not None:
+        check_float_tensor("x_init", x_init)
+        if x_init.ndim < 1:
+            raise ValueError("x_init: expected a tensor of shape (B, ...), got a 0-d tensor")
+        if shape is not None and tuple(shape) != tuple(x_init.shape):
+            raise ValueError(f"shape: expected the shape of x_init, {tuple(x_init.shape)}, got {tuple(shape)}")
+        shape, device, dtype = tuple(x_init.shape), x_init.device, x_init.dtype
+    else:
+        if shape is None:
+            raise ValueError("shape: expected the batch shape (B, ...) when x_init is not given, got None")
+        shape = _check_shape(shape)
+        if device is None:
+            device = generator.device if isinstance(generator, torch.Generator) else torch.device("cpu")
+        device = torch.device(device)
+        dtype = torch.get_default_dtype() if dtype is None else dtype
+        if not dtype.is_floating_point:
+            raise TypeError(f"dtype: expected a floating-point dtype, got {dtype}")
+
+    # -- the grid
+    if grid is None:
+        grid = sampler.default_grid
+    if sampler.adaptive and steps is not None:
+        raise ValueError(
+            f"steps: {sampler!r} is adaptive and chooses its own steps; set its rtol/atol instead, got steps={steps}"
+        )
+    if isinstance(grid, TimeGrid):
+        if steps is None:
+            steps = grid.fixed_steps or sampler.default_steps
+        steps = check_int("steps", steps)
+        ts = grid(sde, steps, t_end, device=device, dtype=dtype)
+    elif isinstance(grid, Tensor):
+        if t_end is not None:
+            raise ValueError("t_end: an explicit grid already fixes the end time; pass one or the other")
+        ts = check_grid("grid", grid, sde.T).to(device=device, dtype=dtype)
+        if steps is not None and check_int("steps", steps) != ts.numel() - 1:
+            raise ValueError(f"steps: the grid has {ts.numel() - 1} steps, got steps={steps}")
+    else:
+        raise TypeError(
+            f"grid: expected a TimeGrid (UniformTime(), KarrasGrid(), UniformLogSNR()) or a 1-D tensor, got {grid!r}"
+        )
+    sampler.check(sde, ts)
+
+    noise = as_noise_source(generator, shape[0])
+    bar = _make_progress(progress, None if sampler.adaptive else ts.numel() - 1, type(sampler).__name__)
+    try:
+        with torch.no_grad(), validation(False):
+            if x_init is None:
+                if type(noise).standard_normal is solvers.NoiseSource.standard_normal:
+                    raise TypeError(
+                        f"generator: {noise!r} gives Brownian increments only; pass the prior draw as x_init"
+                    )
+                x = noise.standard_normal(shape, dtype, device) * sde.prior_std
+            else:
+                x = x_init.clone()
+            ctx = SamplingContext(sde, score, ts, noise, shape, dtype, device, denoise=denoise is not None)
+
+            def report(i: int, x_next: Tensor, denoised: Tensor | None, t_cur=None, t_next=None) -> None:
+                if bar is not None:
+                    bar.update(1)
+                if callback is not None:
+                    if t_cur is None:
+                        t_cur, t_next = ts[i], ts[i + 1]
+                    else:  # an adaptive solver's own step (times as floats)
+                        t_cur, t_next = ts.new_tensor(t_cur), ts.new_tensor(t_next)
+                    callback(StepInfo(i, ctx.steps, t_cur, t_next, x_next, denoised, ctx.nfe))
+
+            x = sampler.run(ctx, x, report)
+            if denoise is not None:
+                x = final_step(ctx, x, denoise)
+    finally:
+        if bar is not None:
+            bar.close()
+    ctx._score.raise_if_nonfinite()
+    if not bool(torch.isfinite(x).all()):
+        raise solvers.NonFiniteError(
+            f"sample: {type(sampler).__name__} produced non-finite values although the score stayed finite;"
+            " the steps may be too large for this sampler (try more steps or another grid)"
+        )
+    return x
