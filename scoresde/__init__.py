@@ -9,10 +9,10 @@ from scoresde import VPSDE, SubVPSDE, VESDE, ScoreModel
 See the documentation's tutorials for the mathematics behind each piece.
 """
 
-from . import analytic, noise, parameterization
+from . import analytic, chains, parameterization, vp_schedules
 from ._checks import validation, validation_enabled
 from .analytic import DiffusedMixture, GaussianMixture
-from .noise import CosineSchedule, InterpolatedSchedule, LinearSchedule, VPSchedule
+from .vp_schedules import CosineSchedule, InterpolatedSchedule, LinearSchedule, VPSchedule
 from .parameterization import (
     PREDICTIONS,
     ScoreModel,
@@ -29,7 +29,7 @@ from .parameterization import (
     x0_to_score,
     x0_to_v,
 )
-from .schedules import DDPMSchedule, NCSNSchedule
+from .chains import DDPMSchedule, NCSNSchedule
 from .sde import SDE, VESDE, VPSDE, ForwardSDE, ProbabilityFlowODE, ReverseSDE, SubVPSDE
 
 # Each of these modules lists its public names in its own __all__.
@@ -75,7 +75,8 @@ __all__ = [
     "validation",
     "validation_enabled",
     "analytic",
-    "noise",
+    "vp_schedules",
+    "chains",
     "parameterization",
     "guidance",
     "likelihood",

@@ -530,7 +530,7 @@ class NCSNLoss(_DiscreteLoss):
     _factor = 0.5
 
     def __init__(self, schedule, *, reduction: str = "mean", reduce_dims: str = "mean"):
-        from .schedules import NCSNSchedule
+        from .chains import NCSNSchedule
 
         if not isinstance(schedule, NCSNSchedule):
             raise TypeError(f"schedule: expected an NCSNSchedule, got {type(schedule).__name__}")
@@ -569,7 +569,7 @@ class DDPMLoss(_DiscreteLoss):
     """
 
     def __init__(self, schedule, *, reduction: str = "mean", reduce_dims: str = "mean"):
-        from .schedules import DDPMSchedule
+        from .chains import DDPMSchedule
 
         if not isinstance(schedule, DDPMSchedule):
             raise TypeError(f"schedule: expected a DDPMSchedule, got {type(schedule).__name__}")

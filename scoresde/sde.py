@@ -11,6 +11,12 @@ $(\alpha_t, \sigma_t)$ in closed form, the log-SNR $\lambda_t = \log(\alpha_t^2/
 and its inverse, and a prior; everything else (perturbation, prior sampling, the reverse
 SDE and the probability-flow ODE) is shared, with no branch on the SDE's type.
 
+This module is purely continuous: it knows nothing of the discrete DDPM and NCSN chains.
+[`scoresde.chains`][scoresde.chains] owns the conversions both ways
+([`DDPMSchedule.from_sde`][scoresde.chains.DDPMSchedule.from_sde] and `to_sde()`, the same
+for NCSN) and provides the conveniences `VPSDE.discretize(N)`, `SubVPSDE.discretize(N)` and
+`VESDE.discretize(L)`, so the import graph has one direction only: chains -> sde.
+
 Reference: Song et al., *Score-Based Generative Modeling through Stochastic Differential
 Equations*, ICLR 2021.
 """
@@ -29,10 +35,9 @@ from ._checks import (
     as_time,
     check_batched,
     check_float_tensor,
-    check_int,
     check_positive_finite,
 )
-from .noise import CosineSchedule, InterpolatedSchedule, LinearSchedule, VPSchedule
+from .vp_schedules import CosineSchedule, LinearSchedule, VPSchedule
 
 __all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "ReverseSDE", "ProbabilityFlowODE", "ForwardSDE"]
 
@@ -81,10 +86,6 @@ class SDE(abc.ABC):
     @abc.abstractmethod
     def params(self) -> dict:
         """Constructor arguments that identify the SDE (equality, repr, checkpoints)."""
-
-    @abc.abstractmethod
-    def discretize(self, N: int):
-        """The discrete chain (DDPM or NCSN schedule) with N noise levels."""
 
     # ------------------------------------------------------------------ public API
     def _time(self, t: float | Tensor, like: Tensor | None = None, name: str = "t") -> Tensor:
@@ -264,30 +265,6 @@ class _VPFamily(SDE):
     def prior_std(self) -> float:
         return 1.0
 
-    def discretize(self, N: int):
-        r"""The DDPM chain with `N` steps (Song et al. 2021, appendix B).
-
-        The linear schedule gives $\beta_i$ evenly spaced from $\beta_{\min}/N$ to
-        $\beta_{\max}/N$, so `VPSDE(0.1, 20).discretize(1000)` is Ho et al.'s chain
-        (betas 1e-4 ... 0.02). Any other schedule gives the chain whose $\bar\alpha_i$ are
-        exactly $\alpha_{t_i}^2$ at $t_i = (i+1)T/N$. `to_sde()` of the result gives back
-        this SDE.
-        """
-        from .schedules import DDPMSchedule
-
-        N = check_int("N", N)
-        s = self.schedule
-        if isinstance(s, LinearSchedule):
-            if s.beta_max >= N:
-                raise ValueError(
-                    f"N: expected more steps than beta_max = {s.beta_max!r} (the last beta is"
-                    f" beta_max / N and must stay below 1), got {N!r}"
-                )
-            betas = torch.linspace(s.beta_min / N, s.beta_max / N, N, dtype=torch.float64)
-            return DDPMSchedule(betas, T=self.T, source=self)
-        t = torch.arange(1, N + 1, dtype=torch.float64) * (self.T / N)
-        return DDPMSchedule.from_alphas_cumprod(torch.exp(2.0 * s.log_alpha(t)), T=self.T, source=self)
-
 
 class VPSDE(_VPFamily):
     r"""The variance-preserving SDE $dx = -\tfrac12\beta(t)\,x\,dt + \sqrt{\beta(t)}\,dw$.
@@ -295,9 +272,11 @@ class VPSDE(_VPFamily):
     The continuous limit of DDPM: $\alpha_t = \exp(-\tfrac12\int_0^t\beta)$ and
     $\sigma_t^2 = 1 - \alpha_t^2$, prior $\mathcal N(0, I)$. The default schedule is linear,
     $\beta(t) = \beta_{\min} + t(\beta_{\max} - \beta_{\min})$ for $T = 1$ (see
-    [`LinearSchedule`][scoresde.noise.LinearSchedule] for other $T$); `schedule="cosine"`
-    selects Nichol & Dhariwal's, and a [`VPSchedule`][scoresde.noise.VPSchedule] instance
+    [`LinearSchedule`][scoresde.vp_schedules.LinearSchedule] for other $T$); `schedule="cosine"`
+    selects Nichol & Dhariwal's, and a [`VPSchedule`][scoresde.vp_schedules.VPSchedule] instance
     any other (for example the interpolated schedule of a discrete chain).
+    `discretize(N)` gives its DDPM chain (see
+    [`DDPMSchedule.from_sde`][scoresde.chains.DDPMSchedule.from_sde]).
 
     Arguments:
         beta_min: $\beta(0)$, default 0.1 (Song et al. 2021).
@@ -366,6 +345,8 @@ class VESDE(SDE):
     noise level is $\sigma_{\min}$, time 0 is data perturbed with $\sigma_{\min}$: the
     marginal $x_t = x_0 + \sigma(t)\,\varepsilon$ is exact for the SDE started from
     $p_{\text{data}} * \mathcal N(0, \sigma_{\min}^2 I)$. Prior $\mathcal N(0, \sigma_{\max}^2 I)$.
+    `discretize(L)` gives NCSN's $L$ levels (see
+    [`NCSNSchedule.from_sde`][scoresde.chains.NCSNSchedule.from_sde]).
 
     Arguments:
         sigma_min: the smallest noise level, default 0.01.
@@ -415,16 +396,6 @@ class VESDE(SDE):
     @property
     def prior_std(self) -> float:
         return self.sigma_max
-
-    def discretize(self, N: int):
-        r"""The NCSN noise levels $\sigma_i = \sigma(iT/(N-1))$, $i = 0..N-1$ (geometric, ascending).
-
-        `to_sde()` of the result gives back this SDE.
-        """
-        from .schedules import NCSNSchedule
-
-        N = check_int("N", N, minimum=2)
-        return NCSNSchedule.geometric(self.sigma_min, self.sigma_max, N, T=self.T)
 
 
 # ---------------------------------------------------------------------- problems

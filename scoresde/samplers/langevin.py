@@ -169,7 +169,7 @@ def ncsn_levels(sigma_min: float, sigma_max: float, dim: int, target: float = 0.
     [`NCSNSchedule`][scoresde.NCSNSchedule] (whose `to_sde()` is the matching `VESDE`).
     Take $\sigma_{\max}$ from [`ncsn_sigma_max`][scoresde.samplers.langevin.ncsn_sigma_max].
     """
-    from ..schedules import NCSNSchedule
+    from ..chains import NCSNSchedule
 
     sigma_min = check_positive_finite("sigma_min", sigma_min)
     sigma_max = check_positive_finite("sigma_max", sigma_max)

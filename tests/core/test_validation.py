@@ -5,7 +5,7 @@ import torch
 
 import scoresde
 from scoresde import VESDE, VPSDE, GaussianMixture, SubVPSDE, validation
-from scoresde.noise import CosineSchedule, InterpolatedSchedule
+from scoresde.vp_schedules import CosineSchedule, InterpolatedSchedule
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,8 @@ import torch
 from torch import Tensor
 
 from ._checks import append_dims, as_time, check_batched, check_int, check_positive_finite, validation_enabled
-from .noise import InterpolatedSchedule
+from .sde import SDE, VESDE, VPSDE, _VPFamily
+from .vp_schedules import InterpolatedSchedule, LinearSchedule
 
 __all__ = ["DDPMSchedule", "NCSNSchedule"]
 
@@ -150,6 +151,35 @@ class DDPMSchedule:
         prev = torch.cat([torch.ones(1, dtype=torch.float64), ac[:-1]])
         return cls(1.0 - ac / prev, T=T, source=source)
 
+    @classmethod
+    def from_sde(cls, sde: SDE, N: int) -> "DDPMSchedule":
+        r"""The DDPM chain with `N` steps of a VP-type SDE (Song et al. 2021, appendix B).
+
+        The linear schedule gives $\beta_i$ evenly spaced from $\beta_{\min}/N$ to
+        $\beta_{\max}/N$, so `DDPMSchedule.from_sde(VPSDE(0.1, 20), 1000)` is Ho et al.'s
+        chain (betas 1e-4 ... 0.02). Any other schedule gives the chain whose $\bar\alpha_i$
+        are exactly $\alpha_{t_i}^2$ at $t_i = (i+1)T/N$. `to_sde()` of the result gives
+        back `sde`. `sde.discretize(N)` is the same call.
+
+        Arguments:
+            sde: a [`VPSDE`][scoresde.VPSDE] or [`SubVPSDE`][scoresde.SubVPSDE].
+            N: the number of steps, $\ge 1$.
+        """
+        if not isinstance(sde, _VPFamily):
+            raise TypeError(f"sde: expected a VPSDE or SubVPSDE (a DDPM chain is variance-preserving), got {sde!r}")
+        N = check_int("N", N)
+        s = sde.schedule
+        if isinstance(s, LinearSchedule):
+            if s.beta_max >= N:
+                raise ValueError(
+                    f"N: expected more steps than beta_max = {s.beta_max!r} (the last beta is"
+                    f" beta_max / N and must stay below 1), got {N!r}"
+                )
+            betas = torch.linspace(s.beta_min / N, s.beta_max / N, N, dtype=torch.float64)
+            return cls(betas, T=sde.T, source=sde)
+        t = torch.arange(1, N + 1, dtype=torch.float64) * (sde.T / N)
+        return cls.from_alphas_cumprod(torch.exp(2.0 * s.log_alpha(t)), T=sde.T, source=sde)
+
     # ------------------------------------------------------------------ properties
     @property
     def N(self) -> int:
@@ -229,8 +259,6 @@ class DDPMSchedule:
         * `kind="auto"` (default): the SDE this chain was discretised from, if any; else
           `"linear"` for evenly spaced betas; else `"interpolated"`.
         """
-        from .sde import VPSDE
-
         if kind not in ("auto", "linear", "interpolated"):
             raise ValueError(f"kind: expected 'auto', 'linear' or 'interpolated', got {kind!r}")
         if kind == "auto" and self._source is not None:
@@ -242,7 +270,7 @@ class DDPMSchedule:
         return VPSDE(schedule=self.interpolated_schedule())
 
     def interpolated_schedule(self) -> InterpolatedSchedule:
-        r"""The [`InterpolatedSchedule`][scoresde.noise.InterpolatedSchedule] through $(t_i, \tfrac12\log\bar\alpha_i)$."""
+        r"""The [`InterpolatedSchedule`][scoresde.vp_schedules.InterpolatedSchedule] through $(t_i, \tfrac12\log\bar\alpha_i)$."""
         t = torch.arange(0, self.N + 1, dtype=torch.float64) * (self.T / self.N)
         la = torch.cat([torch.zeros(1, dtype=torch.float64), 0.5 * torch.log(self.alphas_cumprod)])
         return InterpolatedSchedule(t, la)
@@ -284,6 +312,21 @@ class NCSNSchedule:
         sigmas = sigma_min * torch.exp(u * math.log(sigma_max / sigma_min))
         sigmas[0], sigmas[-1] = sigma_min, sigma_max
         return cls(sigmas, T=T)
+
+    @classmethod
+    def from_sde(cls, sde: SDE, L: int) -> "NCSNSchedule":
+        r"""NCSN's noise levels $\sigma_i = \sigma(iT/(L-1))$, $i = 0..L-1$, of a VE SDE (geometric, ascending).
+
+        `to_sde()` of the result gives back `sde`; `sde.discretize(L)` is the same call.
+
+        Arguments:
+            sde: a [`VESDE`][scoresde.VESDE].
+            L: the number of levels, $\ge 2$.
+        """
+        if not isinstance(sde, VESDE):
+            raise TypeError(f"sde: expected a VESDE (NCSN's levels are its geometric noise levels), got {sde!r}")
+        L = check_int("L", L, minimum=2)
+        return cls.geometric(sde.sigma_min, sde.sigma_max, L, T=sde.T)
 
     @property
     def L(self) -> int:
@@ -338,10 +381,30 @@ class NCSNSchedule:
 
     def to_sde(self):
         """The `VESDE(sigma_min=sigmas[0], sigma_max=sigmas[-1], T)` these levels discretise (geometric levels only)."""
-        from .sde import VESDE
-
         if not self.is_geometric(rtol=1e-6):
             raise ValueError(
                 "sigmas: the VE SDE has geometric noise levels; these are not in geometric progression"
             )
         return VESDE(self.sigmas[0].item(), self.sigmas[-1].item(), T=self.T)
+
+
+# ---------------------------------------------------------------------- conveniences on the SDEs
+# The SDE classes are purely continuous and never import this module; the discretisations
+# live here, next to the chains they build, and are offered as methods of the SDEs
+# themselves. `import scoresde` (which any `scoresde.*` import runs first) imports this
+# module, so the methods are always present.
+
+
+def _discretize_vp(self: _VPFamily, N: int) -> DDPMSchedule:
+    r"""The DDPM chain with `N` steps: [`DDPMSchedule.from_sde(self, N)`][scoresde.chains.DDPMSchedule.from_sde]."""
+    return DDPMSchedule.from_sde(self, N)
+
+
+def _discretize_ve(self: VESDE, N: int) -> NCSNSchedule:
+    r"""NCSN's `N` geometric levels: [`NCSNSchedule.from_sde(self, N)`][scoresde.chains.NCSNSchedule.from_sde]."""
+    return NCSNSchedule.from_sde(self, check_int("N", N, minimum=2))
+
+
+_discretize_vp.__name__ = _discretize_ve.__name__ = "discretize"
+_VPFamily.discretize = _discretize_vp  # VPSDE and SubVPSDE
+VESDE.discretize = _discretize_ve

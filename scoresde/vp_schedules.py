@@ -8,11 +8,11 @@ closed-form (or exactly piecewise linear), on the input's device and dtype.
 
 Three schedules are provided:
 
-* [`LinearSchedule`][scoresde.noise.LinearSchedule]: $\beta$ linear in time (Ho et al. 2020,
+* [`LinearSchedule`][scoresde.vp_schedules.LinearSchedule]: $\beta$ linear in time (Ho et al. 2020,
   Song et al. 2021), the default of [`VPSDE`][scoresde.VPSDE];
-* [`CosineSchedule`][scoresde.noise.CosineSchedule]: $\bar\alpha$ a squared cosine
+* [`CosineSchedule`][scoresde.vp_schedules.CosineSchedule]: $\bar\alpha$ a squared cosine
   (Nichol & Dhariwal 2021);
-* [`InterpolatedSchedule`][scoresde.noise.InterpolatedSchedule]: $\log\alpha$ piecewise
+* [`InterpolatedSchedule`][scoresde.vp_schedules.InterpolatedSchedule]: $\log\alpha$ piecewise
   linear through given knots, the exact continuous-time form of any discrete DDPM chain
   (for example a pretrained model's `alphas_cumprod`).
 """

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from scoresde import VESDE, VPSDE, DDPMSchedule, NCSNSchedule, SubVPSDE
-from scoresde.noise import InterpolatedSchedule
+from scoresde.vp_schedules import InterpolatedSchedule
 
 
 def test_vp_discretize_is_ho_et_al():
