@@ -31,6 +31,7 @@ from .parameterization import (
 )
 from .chains import DDPMSchedule, NCSNSchedule
 from .sde import SDE, VESDE, VPSDE, ForwardSDE, ProbabilityFlowODE, ReverseSDE, SubVPSDE
+from .linear_sde import EDM, LinearSDE, RectifiedFlow
 
 # Each of these modules lists its public names in its own __all__.
 from . import guidance, likelihood, losses, sampling, training  # noqa: E402
@@ -47,6 +48,9 @@ __all__ = [
     "VPSDE",
     "SubVPSDE",
     "VESDE",
+    "LinearSDE",
+    "RectifiedFlow",
+    "EDM",
     "ReverseSDE",
     "ProbabilityFlowODE",
     "ForwardSDE",
