@@ -49,6 +49,7 @@ PROBE_POINTS = 1025
 
 def _derivative(fn: TimeFn, t: Tensor) -> tuple[Tensor, Tensor]:
     """(fn(t), dfn/dt) for an elementwise fn, by one forward-mode pass (works under no_grad)."""
+    t = t.contiguous()  # an expanded time (one t for the batch) cannot carry a tangent
     return torch.func.jvp(fn, (t,), (torch.ones_like(t),))
 
 
