@@ -16,7 +16,11 @@ OUTPUTS = {
     "train_2d.py": ["samples.png", "loss.png"],
     "train_digits.py": ["samples.png", "loss.png"],
     "conditional_digits.py": ["cfg.png", "loss.png"],
-    "ncsn_digits.py": ["samples.png", "loss.png"],
+    "vp_sde.py": ["samples.png", "loss.png"],
+    "subvp_sde.py": ["samples.png", "loss.png"],
+    "ve_sde.py": ["samples.png", "loss.png"],
+    "rectified_flow.py": ["samples.png", "loss.png"],
+    "edm.py": ["samples.png", "loss.png"],
 }
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -39,6 +43,16 @@ def runs(tmp_path_factory):
             log, _ = proc.communicate()
         results[name] = (proc.returncode, log.decode(errors="replace"), out)
     return results
+
+
+@pytest.mark.parametrize("name", sorted(OUTPUTS))
+def test_example_help(name):
+    """Every example documents its options (--help exits 0 and lists --device, --steps, --out, --smoke)."""
+    cmd = [sys.executable, str(EXAMPLES / name), "--help"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    for option in ("--device", "--steps", "--out", "--smoke"):
+        assert option in out.stdout, f"{name} --help does not list {option}"
 
 
 @pytest.mark.parametrize("name", sorted(OUTPUTS))

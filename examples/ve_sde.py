@@ -1,4 +1,8 @@
-"""NCSN on the 8x8 digits: the discrete noise-conditional loss, then annealed Langevin dynamics.
+"""The VE SDE as NCSN on scikit-learn's 8x8 digits: the noise-conditional loss, then annealed Langevin dynamics.
+
+$dx = \\sqrt{d\\sigma^2(t)/dt}\\,dw$ with geometric $\\sigma(t)$ is NCSN's continuous limit:
+its noise levels are the VE SDE's at the grid times (`VESDE.discretize(L)`, and back with
+`NCSNSchedule.to_sde()`).
 
 Noise levels follow NCSNv2's recipe (Song & Ermon 2020): $\\sigma_{\\max}$ is the largest
 distance between two training digits, the geometric ratio is chosen for the data
@@ -10,7 +14,7 @@ over the same levels, with and without NCSNv2's final denoising step; since the 
 are exactly the VE SDE's at the grid times, the same network also drives a VE-SDE sampler.
 Run (a few minutes on a laptop CPU):
 
-    python examples/ncsn_digits.py --out out/ncsn
+    python examples/ve_sde.py --out out/ve_sde
 
 It writes `samples.png` and `loss.png`.
 """
@@ -40,7 +44,7 @@ from scoresde import (  # noqa: E402
 
 
 def main(argv=None) -> dict:
-    p = C.parser(__doc__.splitlines()[0], steps=2000, out="out/ncsn")
+    p = C.parser(__doc__.splitlines()[0], steps=2000, out="out/ve_sde")
     p.add_argument("--langevin-steps", type=int, default=5, help="Langevin steps per noise level")
     args = p.parse_args(argv)
     if args.smoke:
