@@ -10,7 +10,7 @@ g(t)^2 = \frac{d\sigma_t^2}{dt} - 2 f(t)\,\sigma_t^2 = -\sigma_t^2\,\frac{d\lamb
 
 (Kingma et al. 2021, eq. 11 and appendix; Song et al. 2021, eq. 5.50 of their appendix), so
 $g^2 > 0$ exactly where the signal-to-noise ratio decreases.
-[`LinearSDE`][scoresde.linear_sde.LinearSDE] takes $\alpha(t)$ and $\sigma(t)$ as tensor
+[`LinearSDE`][scoresde.LinearSDE] takes $\alpha(t)$ and $\sigma(t)$ as tensor
 callables and derives everything else: derivatives by forward-mode autograd unless given,
 the log-SNR's inverse by bisection unless given. Every sampler, the likelihood, guidance
 and the losses read an SDE only through $(\alpha_t, \sigma_t)$, $f$, $g$, $\lambda_t$ and its

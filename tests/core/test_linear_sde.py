@@ -385,3 +385,23 @@ def test_cuda_keeps_device():
     exact = GaussianMixture.gaussian(MEAN.cuda(), STD.cuda()).diffused(RectifiedFlow())
     x = scoresde.sample(RectifiedFlow(), exact.score, (64, 2), DPMSolverPP(), steps=10, device="cuda", generator=0)
     assert x.device.type == "cuda" and bool(torch.isfinite(x).all())
+
+
+def test_dsm_with_the_flow_matching_weight_is_the_flow_matching_loss():
+    """examples/rectified_flow.py's objective: a v-predicting model under DSMLoss with lambda(t) = t^2/(1-t)^2
+    gives, per sample, exactly the flow-matching loss mean ||u_hat - (eps - x0)||^2 of its implied velocity
+    u_hat = (v_hat - (1 - 2t) x_t) / ((1-t)^2 + t^2)."""
+    sde = RectifiedFlow()
+    gen = torch.Generator().manual_seed(5)
+    w = torch.randn(3, 3, generator=gen)
+    net = lambda x, t: torch.tanh(x @ w) * (1 + t[:, None])  # noqa: E731  (any network)
+    model = scoresde.ScoreModel(net, sde, prediction="v")
+    x0 = torch.randn(16, 3, generator=gen)
+    eps = torch.randn(16, 3, generator=gen)
+    t = torch.rand(16, generator=gen) * 0.99 + 0.005
+    loss = scoresde.DSMLoss(sde, weighting=lambda t: (t / (1 - t)) ** 2, reduction="none")
+    value = loss(model, x0, t=t, noise=eps)
+    xt = sde.perturb(x0, t, eps)
+    tt = t[:, None]
+    u_hat = (net(xt, t) - (1 - 2 * tt) * xt) / ((1 - tt) ** 2 + tt**2)
+    torch.testing.assert_close(value, ((u_hat - (eps - x0)) ** 2).mean(1), rtol=1e-10, atol=1e-12)
