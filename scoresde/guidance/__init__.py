@@ -13,6 +13,7 @@ plug into every sampler, corrector and solver without special cases.
 | product of experts | $\sum_i w_i\,s_i$ |
 | guidance interval (Kynkäänniemi et al. 2024) | $w$ replaced by `outside` unless $\sigma \in (\sigma_{lo}, \sigma_{hi}]$ |
 | guidance rescale (Lin et al. 2024) | std of the guided $\hat x_0$ (or $\hat\varepsilon$) matched to the conditional's |
+| posterior sampling (DPS, PiGDM, MMPS) | $s + w\,\nabla_x\log p_t(y\mid x_t)$ for a measurement $y$ of $x_0$, through Tweedie's denoiser |
 
 With exact scores, $s_c - s_u = \nabla_x\log p_t(y\mid x)$, so classifier-free guidance at
 scale $w$ equals classifier guidance with the exact classifier at the same scale: both are
@@ -38,6 +39,7 @@ from ..classifier_training import noisy_classifier_loss, train_noisy_classifier
 from .cfg import cfg_score, guided_score
 from .classifier import classifier_gradient, classifier_guided_eps, classifier_guided_score, classifier_log_prob
 from .composition import composed_score, product_of_experts
+from .posterior import POSTERIOR_METHODS, LinearMeasurement, posterior_score  # noqa: F401
 from .rescale import RESCALE_SPACES, rescale_guidance  # noqa: F401  (RESCALE_SPACES, Scale: module attributes)
 from .scales import GuidanceInterval, Scale, noise_level  # noqa: F401
 
@@ -55,4 +57,6 @@ __all__ = [
     "GuidanceInterval",
     "noise_level",
     "rescale_guidance",
+    "posterior_score",
+    "LinearMeasurement",
 ]
