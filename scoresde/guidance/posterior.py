@@ -277,9 +277,11 @@ def posterior_score(
 ) -> ScoreFn:
     r"""The posterior score $\nabla\log p_t(x_t) + w\,\nabla\log p_t(y\mid x_t)$ for a measurement of the clean data.
 
-    The likelihood term is approximated through Tweedie's denoiser by one of the methods of
-    the [module](#scoresde.guidance.posterior) (DPS, PiGDM, MMPS); `scale` $w$ multiplies it
-    (1 is Bayes' rule). The result is a score callable for every sampler; the gradients are
+    The likelihood term $\nabla\log p_t(y\mid x_t)$ is approximated through Tweedie's denoiser
+    $\hat x_0$ and its Jacobian $J = \partial\hat x_0/\partial x_t$: `"dps"` uses
+    $J^\top\nabla_{x_0}\log p(y\mid\hat x_0)$, `"pigdm"` $J^\top A^\top(r_t^2 AA^\top + \sigma_y^2 I)^{-1}(y - A\hat x_0)$,
+    `"mmps"` the same with $A\,\tfrac{\sigma_t^2}{\alpha_t}J\,A^\top$ in place of $r_t^2 AA^\top$ (solved by
+    conjugate gradients with vector-Jacobian products). `scale` $w$ multiplies it (1 is Bayes' rule). The result is a score callable for every sampler; the gradients are
     taken with autograd enabled locally, so sampling may run under `torch.no_grad()`.
 
     Arguments:
