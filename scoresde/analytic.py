@@ -56,6 +56,8 @@ class GaussianMixture:
     Attributes:
         stds: the `(K, D)` standard deviations of a diagonal mixture, `None` for a full one.
         covariances: the `(K, D, D)` covariance matrices (either kind).
+        eigvals, eigvecs: $\lambda_k$ `(K, D)` and $U_k$ `(K, D, D)` of $C_k = U_k\operatorname{diag}(\lambda_k)U_k^\top$
+            (`eigvecs` is `None` for a diagonal mixture, whose `eigvals` are the variances $s_k^2$).
 
     Parameters keep the dtype of `means` (float64 recommended for exact references) and
     move to each input's device and dtype on use.
