@@ -107,6 +107,14 @@ class LinearMeasurement:
             if value < 0:
                 raise ValueError(f"noise_std: expected a std >= 0, got {value!r}")
             self.noise_std = value
+        self._cache: dict = {}
+
+    def _on(self, name: str, like: Tensor) -> Tensor:
+        """The tensor attribute `name` on like's device and dtype, moved once and cached."""
+        key = (name, like.device, like.dtype)
+        if key not in self._cache:
+            self._cache[key] = getattr(self, name).to(device=like.device, dtype=like.dtype)
+        return self._cache[key]
 
     def __repr__(self) -> str:
         kind = f"matrix {tuple(self.matrix.shape)}" if self.matrix is not None else "operator"
@@ -128,17 +136,17 @@ class LinearMeasurement:
                 f"A: expected a matrix of shape ({self.matrix.shape[0]}, {xf.shape[1]}) to act on data of"
                 f" shape {tuple(x.shape[1:])}, got {tuple(self.matrix.shape)}"
             )
-        return xf @ self.matrix.to(x).T
+        return xf @ self._on("matrix", x).T
 
     def adjoint(self, v: Tensor, like: Tensor) -> Tensor:
         r"""$A^\top v$, shaped like the data `like`."""
         if self.matrix is None:
             return self._AT(v)
-        return (v @ self.matrix.to(v)).reshape(like.shape)
+        return (v @ self._on("matrix", v)).reshape(like.shape)
 
     def target(self, Ax: Tensor) -> Tensor:
         """The measurement $y$ broadcast to the batch of `Ax`, or an error naming y."""
-        y = self.y.to(Ax)
+        y = self._on("y", Ax)
         if y.shape == Ax.shape:
             return y
         if y.shape == Ax.shape[1:]:
@@ -150,7 +158,7 @@ class LinearMeasurement:
 
     def _noise_var(self, like: Tensor) -> float | Tensor:
         s = self.noise_std
-        return s * s if isinstance(s, float) else (s.to(like) ** 2)
+        return s * s if isinstance(s, float) else self._on("noise_std", like) ** 2
 
     def residual(self, x0: Tensor) -> Tensor:
         r"""$y - A x_0$, shape `(B, *measurement_shape)`."""
@@ -258,7 +266,7 @@ class _PosteriorScore:
         A = meas.matrix
         if A is None:  # an operator: conjugate gradients on v -> r_t^2 A A^T v + sigma_y^2 v
             return _cg(lambda v: r2 * meas.forward(meas.adjoint(v, x_in)) + noise_var * v, r, self.cg_iters)
-        A = A.to(r)
+        A = meas._on("matrix", r)
         noise = torch.diag_embed(torch.as_tensor(noise_var, dtype=r.dtype, device=r.device).expand(r.shape))  # (B, M, M)
         S = r2.reshape(-1, 1, 1) * (A @ A.T) + noise  # r_t^2 A A^T + diag(sigma_y^2), per sample
         return torch.linalg.solve(S, r[..., None])[..., 0]
