@@ -36,6 +36,7 @@ from .linear_sde import EDM, LinearSDE, RectifiedFlow
 # Each of these modules lists its public names in its own __all__.
 from . import guidance, likelihood, losses, sampling, training  # noqa: E402
 from .guidance import *  # noqa: E402,F401,F403
+from .inpainting import IMPUTE_PREDICTORS, impute, replace_known  # noqa: E402
 from .likelihood import *  # noqa: E402,F401,F403
 from .losses import *  # noqa: E402,F401,F403
 from .sampling import *  # noqa: E402,F401,F403
@@ -88,4 +89,5 @@ __all__ = [
     "sampling",
     "training",
 ]
+__all__ += ["impute", "replace_known", "IMPUTE_PREDICTORS"]
 __all__ += guidance.__all__ + likelihood.__all__ + losses.__all__ + sampling.__all__ + training.__all__

@@ -1,0 +1,39 @@
+"""Argument checks shared by the guidance modules (each written once here)."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+from torch import Tensor
+
+from ..sde import SDE
+
+#: A score function `score(x, t) -> Tensor` shaped like `x`.
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def _finite_number(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: expected a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    return value
+
+
+def _check_sde(name: str, sde) -> None:
+    if not isinstance(sde, SDE):
+        raise TypeError(f"{name}: expected a scoresde.SDE (VPSDE, SubVPSDE, VESDE, ...), got {type(sde).__name__}")
+
+
+def _check_callable(name: str, fn) -> None:
+    if not callable(fn):
+        raise TypeError(f"{name}: expected a callable {name}(x, t), got {type(fn).__name__}")
+
+
+def _check_output(name: str, out, x: Tensor) -> Tensor:
+    if not isinstance(out, Tensor) or out.shape != x.shape:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"{name}: expected an output shaped like x, {tuple(x.shape)}, got {got}")
+    return out
