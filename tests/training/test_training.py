@@ -163,7 +163,7 @@ def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
         f.write(b"half a checkpoint")
         raise OSError("disk full")
 
-    monkeypatch.setattr(training.torch, "save", crash)
+    monkeypatch.setattr(torch, "save", crash)
     with pytest.raises(OSError, match="disk full"):
         trainer.save_checkpoint()
     assert path.read_bytes() == before

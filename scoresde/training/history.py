@@ -1,0 +1,30 @@
+"""Per-step records of a training run."""
+
+from __future__ import annotations
+
+import dataclasses
+
+__all__ = ["History"]
+
+
+@dataclasses.dataclass
+class History:
+    """Per-step records of a run: `steps` (1-based step numbers), `losses`, `grad_norms`, `lrs`."""
+
+    steps: list[int] = dataclasses.field(default_factory=list)
+    losses: list[float] = dataclasses.field(default_factory=list)
+    grad_norms: list[float] = dataclasses.field(default_factory=list)
+    lrs: list[float] = dataclasses.field(default_factory=list)
+
+    def append(self, step: int, loss: float, grad_norm: float, lr: float) -> None:
+        self.steps.append(step)
+        self.losses.append(loss)
+        self.grad_norms.append(grad_norm)
+        self.lrs.append(lr)
+
+    def state_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "History":
+        return cls(**{k: list(v) for k, v in state.items()})
