@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 
 from .._checks import check_int
@@ -39,7 +40,14 @@ class TrainConfig:
         sample_every: call the sampler every this many steps (and at the end).
         sample_dir: where sample images go, default next to the checkpoint or `./samples`.
         num_workers: DataLoader workers for `Dataset` inputs (tensor data is indexed directly).
-        progress: show a tqdm progress bar.
+        progress: show a tqdm progress bar (a bool).
+        skip_nonfinite: when True, a batch that holds NaN or infinite samples is not trained
+            on: it is skipped with a warning naming its dataset indices, recorded in
+            `History.skipped`, and the next batch is drawn for the same step. When False
+            (the default) such a batch stops the run with
+            [`NonFiniteLossError`][scoresde.training.NonFiniteLossError]; resuming with
+            `skip_nonfinite=True` then goes past it. A diverging loss on finite data always
+            stops the run.
     """
 
     steps: int = 10_000
@@ -61,6 +69,7 @@ class TrainConfig:
     sample_dir: str | os.PathLike | None = None
     num_workers: int = 0
     progress: bool = True
+    skip_nonfinite: bool = False
 
     def __post_init__(self) -> None:
         check_int("steps", self.steps, minimum=0)
@@ -68,25 +77,42 @@ class TrainConfig:
         check_int("warmup_steps", self.warmup_steps, minimum=0)
         check_int("seed", self.seed, minimum=0)
         check_int("num_workers", self.num_workers, minimum=0)
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr: expected a finite number > 0, got {self.lr!r}")
-        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) or not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay: expected a number >= 0, got {self.weight_decay!r}")
-        if len(tuple(self.betas)) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"betas: expected two numbers in [0, 1), got {self.betas!r}")
-        self.betas = tuple(float(b) for b in self.betas)
+        _check_real("lr", self.lr, "a finite number > 0", lambda v: v > 0)
+        _check_real("weight_decay", self.weight_decay, "a finite number >= 0", lambda v: v >= 0)
+        betas = self.betas
+        if isinstance(betas, (str, bytes)) or not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"betas: expected a pair (beta1, beta2) of numbers in [0, 1), got {betas!r}")
+        for i, b in enumerate(betas):
+            _check_real(f"betas[{i}]", b, "a number in [0, 1)", lambda v: 0.0 <= v < 1.0)
+        self.betas = tuple(float(b) for b in betas)
         if self.lr_schedule not in _LR_SCHEDULES:
             raise ValueError(f"lr_schedule: expected one of {_LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0):
-            raise ValueError(f"grad_clip: expected a number > 0 or None, got {self.grad_clip!r}")
-        if self.ema_decay is not None and not (isinstance(self.ema_decay, (int, float)) and 0 <= self.ema_decay < 1):
-            raise ValueError(f"ema_decay: expected a number in [0, 1) or None, got {self.ema_decay!r}")
+        if self.grad_clip is not None:
+            _check_real("grad_clip", self.grad_clip, "a finite number > 0 or None", lambda v: v > 0)
+        if self.ema_decay is not None:
+            _check_real("ema_decay", self.ema_decay, "a number in [0, 1) or None", lambda v: 0 <= v < 1)
         if self.precision not in _PRECISIONS:
             raise ValueError(f"precision: expected one of {_PRECISIONS}, got {self.precision!r}")
-        if isinstance(self.label_dropout, bool) or not isinstance(self.label_dropout, (int, float)) or not 0 <= self.label_dropout < 1:
-            raise ValueError(f"label_dropout: expected a probability in [0, 1), got {self.label_dropout!r}")
+        _check_real("label_dropout", self.label_dropout, "a probability in [0, 1)", lambda v: 0 <= v < 1)
         if self.null_label is not None:
             check_int("null_label", self.null_label, minimum=0)
         for name in ("checkpoint_every", "sample_every"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name))
+        for name in ("checkpoint", "sample_dir"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise TypeError(f"{name}: expected a path (str or os.PathLike) or None, got {value!r}")
+            if isinstance(value, str) and not value:
+                raise ValueError(f"{name}: expected a path, got the empty string")
+        for name in ("progress", "skip_nonfinite"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name}: expected True or False, got {getattr(self, name)!r}")
+
+
+def _check_real(name: str, value, expected: str, ok) -> None:
+    """Raise unless `value` is a real, finite number (not a bool) for which `ok(value)` holds."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected {expected}, got {value!r}")
+    if not (math.isfinite(value) and ok(value)):
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")

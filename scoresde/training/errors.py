@@ -14,8 +14,13 @@ class NonFiniteLossError(RuntimeError):
 
     Raised before the optimizer update, so the model still holds the last good weights;
     the checkpoint on disk is the last good one (a non-finite state is never saved).
+    `indices` are the dataset indices of the non-finite samples of the batch (None when the
+    batch is finite, or when the data is an iterable dataset: the message then gives the
+    positions in the stream). To go past a bad batch, resume with
+    `TrainConfig(skip_nonfinite=True)`.
     """
 
-    def __init__(self, message: str, step: int):
+    def __init__(self, message: str, step: int, indices: list[int] | None = None):
         super().__init__(message)
         self.step = step
+        self.indices = indices

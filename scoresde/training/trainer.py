@@ -15,7 +15,17 @@ from torch import Tensor, nn
 
 from .._checks import check_int
 from ..plotting import save_samples
-from .checkpoints import _FORMAT, _describe_model, _rng_state, _set_rng_state
+from .checkpoints import (
+    _FORMAT,
+    _describe_model,
+    _rng_state,
+    _set_rng_state,
+    check_checkpoint_path,
+    non_finite_state,
+    previous_path,
+    read_checkpoint,
+    write_checkpoint,
+)
 from .config import TrainConfig
 from .data import _Data
 from .ema import EMA
@@ -47,9 +57,13 @@ class Trainer:
             [`DSMLoss`][scoresde.losses.DSMLoss], [`DDPMLoss`][scoresde.losses.DDPMLoss] or
             [`NCSNLoss`][scoresde.losses.NCSNLoss]; it must draw its randomness from
             `generator` for runs to be reproducible.
-        data: a float tensor `(N, ...)`; a pair `(x, labels)` of tensors (class labels go to
-            the network as `y`); a `TensorDataset` of one or two tensors; or a map-style
-            `Dataset` whose items are `x` or `(x, label)`.
+        data: a float tensor `(N, ...)` (or numpy array); a pair `(x, labels)` of tensors
+            (class labels go to the network as `y`); a `TensorDataset` of one or two tensors;
+            a map-style `Dataset` whose items are `x` or `(x, label)`; or an `IterableDataset`
+            of such items (one pass is one epoch). Samples are cast to the dtype of the
+            model's parameters (a numpy dataset gives float64, a model is usually float32);
+            labels must lie in `[0, num_classes)` of the network (or be its null label).
+            What makes resume exact for each form: the docstring of `scoresde.training.data`.
         config: a [`TrainConfig`][scoresde.training.TrainConfig]; keyword arguments override
             its fields (`Trainer(model, loss, data, steps=1000)`).
         sampler: optional `sampler(model) -> Tensor`, called with the EMA model every
@@ -94,17 +108,24 @@ class Trainer:
         self.model, self.loss, self.config = model, loss, config
         self.sampler, self.callback = sampler, callback
         self.device = params[0].device
+        if config.checkpoint is not None:  # a directory or an unwritable place fails now, not after training
+            check_checkpoint_path(config.checkpoint)
 
         self.distributed = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if self.distributed else 0
         self.world = dist.get_world_size() if self.distributed else 1
-        self.data = _Data(data, config.batch_size, config.seed, self.rank, self.world, self.device, config.num_workers)
-
+        net = getattr(model, "net", model)
         self.null_label = config.null_label
+        if self.null_label is None:
+            self.null_label = getattr(net, "null_label", None)
+        num_classes = getattr(net, "num_classes", None)
+        self.data = _Data(
+            data, config.batch_size, config.seed, self.rank, self.world, self.device, config.num_workers,
+            dtype=params[0].dtype, num_classes=num_classes if isinstance(num_classes, int) else None,
+            null_label=self.null_label,
+        )
+
         if config.label_dropout > 0:
-            if self.null_label is None:
-                net = getattr(model, "net", model)
-                self.null_label = getattr(net, "null_label", None)
             if self.null_label is None:
                 raise ValueError("label_dropout: needs a null label; pass null_label= or use a network with num_classes")
             if self.data.x is not None and self.data.labels is None:
@@ -203,7 +224,10 @@ class Trainer:
         self.model.train()
         try:
             while self.step < total:
-                loss, norm = self._train_step()
+                result = self._train_step()
+                if result is None:  # a non-finite batch skipped (skip_nonfinite): draw the next one
+                    continue
+                loss, norm = result
                 self.step += 1
                 lr = self.optimizer.param_groups[0]["lr"]
                 self.history.append(self.step, loss, norm, lr)
@@ -224,7 +248,7 @@ class Trainer:
             self.sample()
         return self.history
 
-    def _train_step(self) -> tuple[float, float]:
+    def _train_step(self) -> tuple[float, float] | None:
         x0, y = self.data.next()
         if y is not None and self.config.label_dropout > 0:
             y = self._drop_labels(y)
@@ -240,13 +264,19 @@ class Trainer:
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         max_norm = self.config.grad_clip if self.config.grad_clip is not None else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        stats = torch.stack([loss.detach().float().reshape(()), norm.detach().float().reshape(())])
+        bad_rows = ~torch.isfinite(x0.detach().reshape(x0.shape[0], -1)).all(1)
+        stats = torch.stack([
+            loss.detach().float().reshape(()), norm.detach().float().reshape(()), bad_rows.sum().float()
+        ])
         if self.distributed:
             dist.all_reduce(stats)
-            stats /= self.world
-        loss_value, norm_value = stats.tolist()  # the step's one host sync
-        if not math.isfinite(loss_value) or (self.scaler is None and not math.isfinite(norm_value)):
-            self._raise_non_finite(x0, loss_value, norm_value)
+            stats[:2] /= self.world
+        loss_value, norm_value, bad_total = stats.tolist()  # the step's one host sync
+        if bad_total > 0 and self.config.skip_nonfinite:
+            self._skip_batch(bad_rows, int(bad_total))
+            return None
+        if bad_total > 0 or not math.isfinite(loss_value) or (self.scaler is None and not math.isfinite(norm_value)):
+            self._raise_non_finite(bad_rows, int(bad_total), loss_value, norm_value)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -257,11 +287,37 @@ class Trainer:
             self.ema.update(self.model)
         return loss_value, norm_value
 
-    def _raise_non_finite(self, x0: Tensor, loss_value: float, norm_value: float) -> None:
+    def _bad_rows(self, bad_rows: Tensor) -> list[int]:
+        return torch.nonzero(bad_rows).flatten().tolist()
+
+    def _skip_batch(self, bad_rows: Tensor, bad_total: int) -> None:
+        """Pass over a batch with non-finite samples (skip_nonfinite): no update, a warning, a record."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.update()  # unscale_ was called; the scaler sees the infinities and backs off
+        rows = self._bad_rows(bad_rows)
+        where = self.data.describe_last(rows) if rows else "another process's batch"
+        self.history.skipped.append({"step": self.step + 1, "where": where, "rows": rows})
+        warnings.warn(
+            f"step {self.step + 1}: skipped a batch with {bad_total} NaN or infinite samples ({where});"
+            " no update was applied, the next batch is drawn (skip_nonfinite=True)",
+            stacklevel=3,
+        )
+
+    def _raise_non_finite(self, bad_rows: Tensor, bad_total: int, loss_value: float, norm_value: float) -> None:
         step = self.step + 1
-        finite = torch.isfinite(x0.reshape(x0.shape[0], -1)).all(1)
-        if not bool(finite.all()):
-            cause = f"the batch holds NaN or infinite values (samples {torch.nonzero(~finite).flatten()[:5].tolist()} of the batch)"
+        rows = self._bad_rows(bad_rows)
+        indices = None
+        if rows:
+            shown = rows[:8]
+            indices = [self.data.last[2][r] for r in rows] if self.data.last[2] is not None else None
+            cause = (
+                f"the batch holds NaN or infinite values: samples at {self.data.describe_last(shown)}"
+                f"{' and more' if len(rows) > len(shown) else ''} (rows {shown} of the batch); to go past this"
+                " batch, resume with TrainConfig(skip_nonfinite=True)"
+            )
+        elif bad_total > 0:
+            cause = "another process's batch holds NaN or infinite values (see its error)"
         elif not math.isfinite(loss_value):
             cause = "the batch is finite, so the model diverged: lower the learning rate or clip the gradient"
         else:
@@ -275,6 +331,7 @@ class Trainer:
             f"loss = {loss_value!r} (gradient norm {norm_value!r}) at step {step}: {cause}; no update was"
             f" applied and {kept}",
             step,
+            indices,
         )
 
     # ------------------------------------------------------------------ samples
@@ -330,55 +387,54 @@ class Trainer:
         """Write the training state atomically to `path` (default `config.checkpoint`).
 
         Refuses (with [`CheckpointError`][scoresde.training.CheckpointError]) a state with
-        non-finite weights, so a good checkpoint is never replaced by a broken one. The file
-        is written to a temporary name in the same directory, flushed to disk and renamed
-        over the old one with `os.replace`, so a crash mid-write leaves the old file whole.
+        non-finite weights, EMA weights or optimizer moments, so a good checkpoint is never
+        replaced by a broken one. The file carries the SHA-256 of its content; it is written
+        to a temporary name in the same directory, flushed to disk, read back and verified,
+        and renamed over the old one with `os.replace`, so a crash mid-write leaves the old
+        file whole; the file it replaces is kept as `<name>.prev`
+        (see `scoresde.training.checkpoints`).
         """
         target = path if path is not None else self.config.checkpoint
         if target is None:
             raise ValueError("path: expected a checkpoint path (or config.checkpoint), got None")
         path = Path(target)
-        bad = [name for name, p in self.model.state_dict().items() if p.is_floating_point() and not bool(torch.isfinite(p).all())]
+        bad = non_finite_state({
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+        })
         if bad:
             raise CheckpointError(
-                f"refusing to save step {self.step}: parameters {bad[:5]} are not finite; the checkpoint at {path} is kept"
+                f"refusing to save step {self.step}: {bad[:5]} are not finite; the checkpoint at {path} is kept"
             )
         state = self.state_dict()  # collective (RNG states of every process)
         if self.is_main:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            try:
-                with open(tmp, "wb") as f:
-                    torch.save(state, f)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
+            write_checkpoint(state, path)
         self._last_saved = self.step
         return path
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Restore the training state from `path` (written by `save_checkpoint`).
 
-        Everything is checked before anything changes: the format, the model class, the
-        network class, every parameter name and shape, the SDE and the prediction type,
-        and the data order. A mismatch raises [`CheckpointError`][scoresde.training.CheckpointError]
+        Everything is checked before anything changes: the SHA-256 of the file's content, the
+        format, the model class, the network class, every parameter name and shape, the SDE
+        and the prediction type, the data order, and that the model, EMA and optimizer states
+        are finite. A mismatch raises [`CheckpointError`][scoresde.training.CheckpointError]
         and leaves both the trainer and the file untouched.
         """
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"path: no checkpoint at {path}")
-        try:
-            # On the host: random states must stay CPU tensors; load_state_dict moves the rest.
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # a truncated or foreign file
-            raise CheckpointError(f"path: cannot read a checkpoint from {path}: {err}") from err
+        state = read_checkpoint(path)  # verifies the SHA-256 of the content
         if not isinstance(state, dict) or state.get("format") != _FORMAT:
             raise CheckpointError(f"path: {path} is not a scoresde trainer checkpoint (format {_FORMAT})")
         self._check_compatible(state["meta"], path)
         self.data.check_state(state["data"])
+        bad = non_finite_state(state)
+        if bad:
+            prev = previous_path(path)
+            raise CheckpointError(
+                f"path: {path} holds NaN or infinite values in {bad[:5]}; nothing was loaded"
+                + (f"; the checkpoint it replaced is kept at {prev}" if prev.is_file() else "")
+            )
         if (self.ema is None) != (state["ema"] is None):
             raise CheckpointError(f"path: {path} was saved {'without' if state['ema'] is None else 'with'} an EMA; this trainer has ema_decay={self.config.ema_decay}")
         # All checks passed: restore.
