@@ -19,10 +19,18 @@ of the weights and the tqdm bar.
 Checkpoints hold the model, the EMA, the optimizer, the learning-rate schedule, the
 gradient scaler, every random state (torch, CUDA, numpy, Python and the trainer's own
 generator, per process) and the position in the data order, so a run resumed from its
-last checkpoint reproduces the loss trajectory of an uninterrupted run exactly. They are
-written atomically (a temporary file, then `os.replace`), never from a non-finite state,
-and loading checks that the checkpoint belongs to the same model and SDE before anything
-is changed.
+last checkpoint reproduces the loss trajectory of an uninterrupted run exactly, for tensor,
+map-style and iterable data, with any `num_workers`, dropout and data augmentation
+included (`scoresde.training.data` says how). They carry the SHA-256 of their content,
+verified on load; they are written atomically (a temporary file, `fsync`, verification,
+then `os.replace`, keeping the replaced file as `<name>.prev`), never from a non-finite
+state, and loading checks that the checkpoint belongs to the same model and SDE before
+anything is changed (`scoresde.training.checkpoints`).
+
+The package, one idea per file: `ema` (EMA), `config` (TrainConfig), `history` (History),
+`data` (the seeded sharded data order), `distributed` (DDP set-up), `checkpoints`
+(verified files, random states), `trainer` (the loop), `errors`. Pictures of samples and
+loss curves live in [`scoresde.plotting`][scoresde.plotting].
 
 Under `torchrun` call [`init_distributed`][scoresde.training.init_distributed] first: the
 trainer then wraps the model in `DistributedDataParallel` (gloo on the CPU, NCCL on CUDA),
