@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
+import random
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -45,6 +48,19 @@ class _LossModule(nn.Module):
 
     def forward(self, x0: Tensor, cond: dict | None, generator: torch.Generator) -> Tensor:
         return self.loss(self.model, x0, cond=cond, generator=generator)
+
+
+@contextlib.contextmanager
+def _global_rng_kept(device: torch.device) -> Iterator[None]:
+    """Run a block and put torch's (CPU and `device`), numpy's and Python's global random states back after it."""
+    np_state, py_state = np.random.get_state(), random.getstate()
+    cuda = device.type == "cuda"
+    with torch.random.fork_rng(devices=[device.index or 0] if cuda else [], **({"device_type": "cuda"} if cuda else {})):
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
 
 
 class Trainer:
@@ -344,7 +360,10 @@ class Trainer:
         was_training = model.training
         model.eval()
         try:
-            x = self.sampler(model)
+            # The sampler's draws do not move the training's random states (process 0 samples,
+            # the others do not, and a resumed run does not repeat the samples before its checkpoint).
+            with _global_rng_kept(self.device):
+                x = self.sampler(model)
         finally:
             model.train(was_training)
         if not isinstance(x, Tensor):

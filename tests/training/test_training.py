@@ -550,3 +550,26 @@ def test_a_negative_dsm_weighting_is_refused():
     loss = DSMLoss(weighting=lambda t: 1.0 - 2.0 * t)
     with pytest.raises(ValueError, match=r"weighting: expected finite values lambda\(t\) >= 0.*got -"):
         loss(model, torch.randn(64, 2), generator=torch.Generator().manual_seed(0))
+
+
+def test_a_sampler_drawing_from_the_global_generator_does_not_break_exact_resume(tmp_path):
+    """Sampling at a checkpointed step (8) draws global random numbers; the resumed run does not repeat it."""
+    sampler = lambda model: torch.randn(16, 2)  # noqa: E731  (the global generator)
+    over = dict(sample_every=4, sample_dir=tmp_path / "s")
+    full = _trainer(tmp_path / "a", **over)
+    full.sampler = sampler
+    history = full.train()
+    cut = _trainer(tmp_path / "b", **over)
+    cut.sampler = sampler
+
+    def interrupt(trainer, step, loss):
+        if step == 10:
+            raise KeyboardInterrupt
+
+    cut.callback = interrupt
+    with pytest.raises(KeyboardInterrupt):
+        cut.train()
+    resumed = _trainer(tmp_path / "b", init_seed=5, **over)
+    resumed.sampler = sampler
+    resumed.train(resume=True)  # from the step-8 checkpoint, saved just before step 8's samples
+    assert resumed.history.losses == history.losses
