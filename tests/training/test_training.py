@@ -26,7 +26,6 @@ from scoresde import (
     nets,
     save_image_grid,
     save_loss_curve,
-    training,
 )
 
 N, BATCH = 256, 32  # 8 batches per epoch: a 12-step run crosses an epoch boundary
@@ -412,7 +411,7 @@ def test_a_flipped_byte_in_a_checkpoint_is_refused_naming_the_file_and_the_previ
     assert (tmp_path / "ckpt.pt.prev").is_file()
     data = bytearray(path.read_bytes())
     # one byte inside a weight's storage record (an ordinary torch.load would accept it)
-    weight = trainer.model.state_dict()["net.out.weight"] if "net.out.weight" in trainer.model.state_dict() else next(iter(trainer.model.parameters()))
+    weight = max(trainer.model.parameters(), key=lambda p: p.numel())
     needle = weight.detach().cpu().numpy().tobytes()[:16]
     at = bytes(data).find(needle)
     assert at > 0
@@ -573,3 +572,17 @@ def test_a_sampler_drawing_from_the_global_generator_does_not_break_exact_resume
     resumed.sampler = sampler
     resumed.train(resume=True)  # from the step-8 checkpoint, saved just before step 8's samples
     assert resumed.history.losses == history.losses
+
+
+@pytest.mark.cuda
+def test_cuda_labels_out_of_range_are_a_clear_error_not_a_device_assert(tmp_path):
+    x, y = _data()
+    bad = y.clone()
+    bad[3] = 11
+    t = _trainer(tmp_path, checkpoint=None)
+    with pytest.raises(ValueError, match=r"labels: expected class labels in \[0, 4\).*got 11 at sample 3"):
+        Trainer(t.model.cuda(), t.loss, (x.cuda(), bad.cuda()), t.config)
+    trainer = Trainer(t.model, t.loss, _Augmented(x, bad), t.config)
+    with pytest.raises(ValueError, match=r"labels: .*got 11 at dataset index 3"):
+        trainer.train(steps=8)
+    torch.cuda.synchronize()  # no device-side assert was triggered
