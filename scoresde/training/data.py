@@ -197,6 +197,7 @@ class _Data:
             self.per_epoch = None  # an iterable's pass ends when it ends
         self.epoch, self.index = 0, 0  # the next batch to draw
         self.last: tuple[int, int, list[int] | None] | None = None  # (epoch, index, dataset indices) of the last batch
+        self.last_bad_rows: list[int] = []  # rows of the last batch with NaN or infinite values
         self._iter: Iterator | None = None
 
     # ------------------------------------------------------------------ checks
@@ -271,6 +272,7 @@ class _Data:
         """The next batch `(x0, labels or None)` on the device; advances the position and sets `last`."""
         epoch, index = self.epoch, self.index
         indices = None
+        self.last_bad_rows = []  # tensor data was checked whole at construction
         if self.x is not None:
             idx = self._order(epoch)[index]
             indices = idx.tolist()
@@ -343,6 +345,9 @@ class _Data:
         if not isinstance(x, Tensor) or not torch.is_floating_point(x):
             got = x.dtype if isinstance(x, Tensor) else type(x).__name__
             raise TypeError(f"data: expected floating-point samples, got {got}")
+        # On the host, where the DataLoader put the batch: no device synchronisation.
+        finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
+        self.last_bad_rows = torch.nonzero(~finite).flatten().tolist()
         # Samples take the model's dtype (a numpy dataset gives float64, a model is usually float32).
         return x.to(self.device, self.dtype or x.dtype, non_blocking=True), y
 

@@ -266,6 +266,19 @@ class Trainer:
 
     def _train_step(self) -> tuple[float, float] | None:
         x0, y = self.data.next()
+        # Non-finite samples, found on the host before the batch reaches the network (whose
+        # buffers, e.g. batch-norm statistics, a forward pass would already change).
+        rows = self.data.last_bad_rows
+        bad_total = len(rows)
+        if self.distributed and self.data.x is None:  # every process skips (or stops) together
+            count = torch.tensor([float(bad_total)], device=self.device)
+            dist.all_reduce(count)
+            bad_total = int(count.item())
+        if bad_total and self.config.skip_nonfinite:
+            self._skip_batch(rows, bad_total)
+            return None
+        if bad_total:
+            self._raise_non_finite(rows, bad_total, None, None)
         if y is not None and self.config.label_dropout > 0:
             y = self._drop_labels(y)
         cond = {"y": y} if y is not None else None
@@ -280,19 +293,13 @@ class Trainer:
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         max_norm = self.config.grad_clip if self.config.grad_clip is not None else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        bad_rows = ~torch.isfinite(x0.detach().reshape(x0.shape[0], -1)).all(1)
-        stats = torch.stack([
-            loss.detach().float().reshape(()), norm.detach().float().reshape(()), bad_rows.sum().float()
-        ])
+        stats = torch.stack([loss.detach().float().reshape(()), norm.detach().float().reshape(())])
         if self.distributed:
             dist.all_reduce(stats)
-            stats[:2] /= self.world
-        loss_value, norm_value, bad_total = stats.tolist()  # the step's one host sync
-        if bad_total > 0 and self.config.skip_nonfinite:
-            self._skip_batch(bad_rows, int(bad_total))
-            return None
-        if bad_total > 0 or not math.isfinite(loss_value) or (self.scaler is None and not math.isfinite(norm_value)):
-            self._raise_non_finite(bad_rows, int(bad_total), loss_value, norm_value)
+            stats /= self.world
+        loss_value, norm_value = stats.tolist()  # the step's one host sync
+        if not math.isfinite(loss_value) or (self.scaler is None and not math.isfinite(norm_value)):
+            self._raise_non_finite([], 0, loss_value, norm_value)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -303,15 +310,8 @@ class Trainer:
             self.ema.update(self.model)
         return loss_value, norm_value
 
-    def _bad_rows(self, bad_rows: Tensor) -> list[int]:
-        return torch.nonzero(bad_rows).flatten().tolist()
-
-    def _skip_batch(self, bad_rows: Tensor, bad_total: int) -> None:
-        """Pass over a batch with non-finite samples (skip_nonfinite): no update, a warning, a record."""
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.update()  # unscale_ was called; the scaler sees the infinities and backs off
-        rows = self._bad_rows(bad_rows)
+    def _skip_batch(self, rows: list[int], bad_total: int) -> None:
+        """Pass over a batch with non-finite samples (skip_nonfinite): no forward pass, a warning, a record."""
         where = self.data.describe_last(rows) if rows else "another process's batch"
         self.history.skipped.append({"step": self.step + 1, "where": where, "rows": rows})
         warnings.warn(
@@ -320,17 +320,16 @@ class Trainer:
             stacklevel=3,
         )
 
-    def _raise_non_finite(self, bad_rows: Tensor, bad_total: int, loss_value: float, norm_value: float) -> None:
+    def _raise_non_finite(self, rows: list[int], bad_total: int, loss_value: float | None, norm_value: float | None) -> None:
         step = self.step + 1
-        rows = self._bad_rows(bad_rows)
         indices = None
         if rows:
             shown = rows[:8]
             indices = [self.data.last[2][r] for r in rows] if self.data.last[2] is not None else None
             cause = (
                 f"the batch holds NaN or infinite values: samples at {self.data.describe_last(shown)}"
-                f"{' and more' if len(rows) > len(shown) else ''} (rows {shown} of the batch); to go past this"
-                " batch, resume with TrainConfig(skip_nonfinite=True)"
+                f"{' and more' if len(rows) > len(shown) else ''} (rows {shown} of the batch); the network did"
+                " not see it; to go past this batch, resume with TrainConfig(skip_nonfinite=True)"
             )
         elif bad_total > 0:
             cause = "another process's batch holds NaN or infinite values (see its error)"
@@ -343,9 +342,9 @@ class Trainer:
             if self._last_saved is not None
             else "no checkpoint was written by this run"
         )
+        values = f"loss = {loss_value!r} (gradient norm {norm_value!r}) at " if loss_value is not None else ""
         raise NonFiniteLossError(
-            f"loss = {loss_value!r} (gradient norm {norm_value!r}) at step {step}: {cause}; no update was"
-            f" applied and {kept}",
+            f"{values}step {step}: {cause}; no update was applied and {kept}",
             step,
             indices,
         )

@@ -533,7 +533,13 @@ def test_a_nan_sample_is_named_by_its_dataset_index_and_can_be_skipped_on_resume
     with pytest.raises(NonFiniteLossError, match=rf"step 7.*dataset indices \[{target}\].*rows \[5\].*skip_nonfinite") as info:
         run.train()
     assert info.value.indices == [target]
-    resumed = _trainer(tmp_path, data=Bad(), skip_nonfinite=True)
+    base = DSMLoss(weighting="likelihood", importance_sampling=True)
+
+    def loss(model, x0, cond=None, generator=None):
+        assert torch.isfinite(x0).all(), "the network saw a non-finite batch"
+        return base(model, x0, cond=cond, generator=generator)
+
+    resumed = _trainer(tmp_path, data=Bad(), skip_nonfinite=True, loss=loss)
     with pytest.warns(UserWarning, match=rf"step (7|12): skipped.*dataset indices \[{target}\]"):
         history = resumed.train(resume=True)  # from the step-4 checkpoint, past the bad batch
     assert history.steps == list(range(1, 13)) and all(math.isfinite(v) for v in history.losses)
