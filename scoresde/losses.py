@@ -288,6 +288,13 @@ class DSMLoss:
                 out = torch.as_tensor(out, dtype=t.dtype, device=t.device)
             if out.shape not in ((), t.shape):
                 raise ValueError(f"weighting: expected a scalar or shape {tuple(t.shape)}, got {tuple(out.shape)}")
+            ok = (out >= 0) & torch.isfinite(out)
+            if validation_enabled() and not bool(ok.all()):
+                bad = out.reshape(-1)[~ok.reshape(-1)][0].item()
+                raise ValueError(
+                    f"weighting: expected finite values lambda(t) >= 0 (a negative weight rewards error), got {bad!r}"
+                    " from the callable"
+                )
             return out.to(dtype=t.dtype).expand_as(t)
         if w in ("sigma2", "eps"):
             return sigma * sigma
