@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
 from torch import Tensor
 
 from ._checks import append_dims, check_batched, check_float_tensor
@@ -62,6 +63,12 @@ def marginal_derivatives(sde: "SDE", t: Tensor) -> tuple[Tensor, Tensor]:
     Returns:
         `(d_alpha, d_sigma)`, shaped like `t`.
     """
+    from .sde import SDE
+
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde: expected a scoresde.SDE, got {type(sde).__name__}")
+    if not isinstance(t, Tensor) or not torch.is_floating_point(t):
+        raise TypeError(f"t: expected a floating tensor, got {type(t).__name__ if not isinstance(t, Tensor) else t.dtype}")
     own = getattr(sde, "_marginal_derivatives", None)
     if callable(own):
         return own(t)
@@ -96,6 +103,13 @@ def _check_space(name: str, value: str) -> str:
     return value
 
 
+def _check_pair(name: str, value: Tensor, x_t: Tensor) -> None:
+    check_batched(name, value)
+    check_batched("x_t", x_t)
+    if value.shape != x_t.shape:
+        raise ValueError(f"{name}: expected the shape of x_t, {tuple(x_t.shape)}, got {tuple(value.shape)}")
+
+
 def to_flow(value: Tensor, x_t: Tensor, alpha, sigma, d_alpha, d_sigma, *, source: str) -> Tensor:
     r"""Convert a prediction of type `source` (`"eps"`, `"score"`, `"x0"` or `"v"`) to the velocity $u$.
 
@@ -113,6 +127,7 @@ def to_flow(value: Tensor, x_t: Tensor, alpha, sigma, d_alpha, d_sigma, *, sourc
     from . import parameterization as P
 
     _check_space("source", source)
+    _check_pair("value", value, x_t)
     if source == "eps":
         eps, x0 = value, P.eps_to_x0(value, x_t, alpha, sigma)
     elif source == "x0":
@@ -134,6 +149,7 @@ def from_flow(u: Tensor, x_t: Tensor, alpha, sigma, d_alpha, d_sigma, *, target:
     Arguments: as [`to_flow`][scoresde.flow.to_flow], with `target` the type wanted.
     """
     _check_space("target", target)
+    _check_pair("u", u, x_t)
     a, s, da, ds = (_b(c, x_t) for c in (alpha, sigma, d_alpha, d_sigma))
     det = a * ds - da * s  # D_t = alpha sigma' - alpha' sigma > 0 for a decreasing SNR
     if target in ("eps", "score", "v"):

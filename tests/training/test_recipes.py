@@ -454,3 +454,17 @@ def test_recipes_train_without_error_and_follow_dtype():
     flow = ScoreModel(lambda x, t: net(x), sde, prediction="flow")
     loss = flow_matching_loss(flow, torch.randn(16, 2), time_sampler=LogitNormalTime(), generator=torch.Generator().manual_seed(9))
     assert torch.isfinite(loss) and "time_sampler" in repr(DSMLoss(sde, time_sampler=LogitNormalTime()))
+
+
+def test_flow_conversion_validation():
+    x = torch.zeros(3, 2)
+    with pytest.raises(ValueError, match="target"):
+        from_flow(x, x, 1.0, 1.0, 0.0, 1.0, target="flow")
+    with pytest.raises(ValueError, match="source"):
+        to_flow(x, x, 1.0, 1.0, 0.0, 1.0, source="velocity")
+    with pytest.raises(ValueError, match="u"):
+        from_flow(torch.zeros(3, 3), x, 1.0, 1.0, 0.0, 1.0, target="eps")
+    with pytest.raises(TypeError, match="sde"):
+        marginal_derivatives("vp", torch.zeros(3))
+    with pytest.raises(ValueError, match="eps"):
+        flow_target(x, torch.zeros(2, 2), 1.0, 1.0)
