@@ -79,9 +79,9 @@ def _call(score: Callable, x: Tensor, t: Tensor | None) -> Tensor:
 
 def _ism(score: Callable, x: Tensor, t: Tensor | None) -> Tensor:
     """Per-sample 1/2 |s(x)|^2 + tr(d s / d x), the trace by d backward passes."""
-    create_graph = torch.is_grad_enabled()  # keep the graph for training, not under no_grad
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
+    create_graph = torch.is_grad_enabled() and not torch.is_inference_mode_enabled()  # keep the graph for training
+    with torch.inference_mode(False), torch.enable_grad():  # autograd locally, also under no_grad / inference_mode
+        x = x.detach().clone().requires_grad_(True)
         s = _call(score, x, t).flatten(1)
         div = torch.zeros(x.shape[0], device=x.device, dtype=s.dtype)
         for i in range(s.shape[1]):  # tr(grad s) = sum_i d s_i / d x_i, exactly
@@ -100,12 +100,13 @@ def _projections(shape, distribution: str, generator, device, dtype) -> Tensor:
 def _ssm(score, x, t, n_projections, distribution, variance_reduced, generator, projections) -> Tensor:
     """Per-sample SSM (or SSM-VR) objective, averaged over the projections."""
     M, B = n_projections, x.shape[0]
-    create_graph = torch.is_grad_enabled()
+    create_graph = torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
     if projections is None:
         v = _projections((M * B,) + tuple(x.shape[1:]), distribution, generator, x.device, x.dtype)
     else:
         v = projections.reshape((M * B,) + tuple(x.shape[1:])).to(device=x.device, dtype=x.dtype)
-    with torch.enable_grad():
+    with torch.inference_mode(False), torch.enable_grad():
+        v = v.clone()
         xr = x.detach().repeat((M,) + (1,) * (x.ndim - 1)).requires_grad_(True)  # M copies of the batch
         tr = None if t is None else t.repeat(M)
         s = _call(score, xr, tr)
@@ -141,8 +142,8 @@ def ism_loss(score: Callable[[Tensor], Tensor], x: Tensor, *, reduction: str = "
     r"""Implicit score matching, $\tfrac12\|s(x)\|^2 + \operatorname{tr}\nabla_x s(x)$, with the exact divergence.
 
     The divergence takes one backward pass per data dimension: for small dimensions.
-    Under `torch.no_grad()` the value is computed (with autograd locally on) and returned
-    detached; otherwise the graph is kept so the loss trains the score's parameters.
+    Under `torch.no_grad()` or `torch.inference_mode()` the value is computed (with autograd
+    locally on) and returned detached; otherwise the graph is kept so the loss trains the score's parameters.
 
     Arguments:
         score: a callable `score(x) -> Tensor` shaped like `x`, acting per sample.

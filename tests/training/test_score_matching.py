@@ -133,6 +133,10 @@ def test_losses_under_no_grad_are_values():
     with torch.no_grad():
         a, b = ism_loss(lambda x: -x, x), ssm_loss(lambda x: -x, x)
     assert not a.requires_grad and not b.requires_grad
+    with torch.inference_mode():
+        x_inf = x.clone()
+        c, d = ism_loss(lambda x: -x, x_inf), ssm_loss(lambda x: -x, x_inf, projections=torch.ones(1, 8, 2))
+    assert math.isclose(c.item(), a.item(), rel_tol=1e-6) and math.isclose(d.item(), a.item(), rel_tol=1e-6)
     assert math.isclose(a.item(), 0.5 * x.square().sum(1).mean().item() - 2, rel_tol=1e-5)
 
 
