@@ -8,7 +8,6 @@ the same draws (or the exact sampling law of the statistic), never from the obse
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import given
