@@ -42,6 +42,14 @@ from .losses import *  # noqa: E402,F401,F403
 from .sampling import *  # noqa: E402,F401,F403
 from .training import *  # noqa: E402,F401,F403
 
+# Training recipes (flow matching, EDM) and score matching without noise.
+from . import flow, noise_levels, preconditioning, recipes, score_matching  # noqa: E402
+from .noise_levels import *  # noqa: E402,F401,F403
+from .parameterization import MODEL_PREDICTIONS  # noqa: E402
+from .preconditioning import *  # noqa: E402,F401,F403
+from .recipes import *  # noqa: E402,F401,F403
+from .score_matching import *  # noqa: E402,F401,F403
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -91,3 +99,5 @@ __all__ = [
 ]
 __all__ += ["impute", "replace_known", "IMPUTE_PREDICTORS"]
 __all__ += guidance.__all__ + likelihood.__all__ + losses.__all__ + sampling.__all__ + training.__all__
+__all__ += ["MODEL_PREDICTIONS", "flow", "noise_levels", "preconditioning", "recipes", "score_matching"]
+__all__ += noise_levels.__all__ + preconditioning.__all__ + recipes.__all__ + score_matching.__all__

@@ -17,6 +17,7 @@ the errors differ from the score error only by known factors,
 | $\varepsilon$ | $\lVert\hat\varepsilon - \varepsilon\rVert^2$ | $\sigma_t^2$ |
 | $x_0$ | $\lVert\hat x_0 - x_0\rVert^2$ | $\sigma_t^4/\alpha_t^2$ |
 | $v$ | $\lVert\hat v - v\rVert^2$, $v = \alpha_t\varepsilon - \sigma_t x_0$ | $\sigma_t^2(\alpha_t^2+\sigma_t^2)^2/\alpha_t^2$ |
+| flow | $\lVert\hat u - u_t\rVert^2$, $u_t = \dot\alpha_t x_0 + \dot\sigma_t\varepsilon$ | $g(t)^4/4$ |
 
 so each loss computes the error in the network's native space (no division by a small
 $\sigma_t$) and multiplies it by $\lambda(t)/w(t)$. The weightings by name:
@@ -30,6 +31,10 @@ $\sigma_t$) and multiplies it by $\lambda(t)/w(t)$. The weightings by name:
 * `"v"`: $\lambda = \sigma_t^2(\alpha_t^2+\sigma_t^2)^2/\alpha_t^2$, the velocity loss of
   Salimans & Ho 2022;
 * `"uniform"`: $\lambda = 1$, plain score matching;
+* `"flow"`: $\lambda = g(t)^4/4$, the flow-matching loss $\|\hat u - u_t\|^2$ with
+  $u_t = \dot\alpha_t x_0 + \dot\sigma_t\varepsilon$ (for rectified flow $\varepsilon - x_0$), since
+  $\hat u - u_t = -\tfrac12 g(t)^2(s_\theta - s)$ (see [`scoresde.flow`][scoresde.flow]); a
+  `ScoreModel` with `prediction="flow"` is trained on its velocity error directly;
 * any callable `weighting(t) -> (B,)`.
 
 The discrete losses are the same objective over a finite set of noise levels:
@@ -68,7 +73,7 @@ __all__ = [
 ]
 
 #: The named weightings $\lambda(t)$ of the continuous loss.
-WEIGHTINGS = ("sigma2", "eps", "likelihood", "x0", "v", "uniform")
+WEIGHTINGS = ("sigma2", "eps", "likelihood", "x0", "v", "uniform", "flow")
 _REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -182,6 +187,15 @@ def _weighted_error(
                 got = tuple(pred.shape) if isinstance(pred, Tensor) else type(pred).__name__
                 raise ValueError(f"model: expected an output shaped like x, {tuple(x_t.shape)}, got {got}")
     # The exact regression target in the model's space (the module table).
+    if space == "flow":
+        from .flow import marginal_derivatives
+
+        d_alpha, d_sigma = marginal_derivatives(model.sde, t)
+        target = append_dims(d_alpha, nd) * x0 + append_dims(d_sigma, nd) * noise
+        err = (pred.to(x0.dtype) - target).square().flatten(1)
+        err = err.mean(1) if reduce_dims == "mean" else err.sum(1)
+        half_g2 = 0.5 * model.sde._diffusion(t) ** 2  # u_hat - u = -(g^2 / 2)(s_hat - s)
+        return lam / (half_g2 * half_g2) * err
     if space == "eps":
         target = noise
     elif space == "score":
@@ -218,6 +232,13 @@ class DSMLoss:
             score callable).
         weighting: one of `WEIGHTINGS` or a callable `weighting(t) -> (B,)` tensor.
         importance_sampling: draw $t$ from $p(t)\propto g^2/\sigma^2$ and reweight.
+        time_sampler: a noise-level proposal (for example
+            [`LogNormalSigma`][scoresde.noise_levels.LogNormalSigma] or
+            [`LogitNormalTime`][scoresde.noise_levels.LogitNormalTime]) with a method
+            `sample(sde, n, t_min=, generator=, device=, dtype=)`; the times are drawn from it
+            on $[t_\epsilon, T]$ and not reweighted, so the loss is
+            $\int p(t)\,\lambda(t)\,\ell(t)\,dt$ with $p$ the proposal's density (the
+            recipes of Karras et al. 2022 and Esser et al. 2024). Not with `importance_sampling`.
         t_eps: smallest time, default $10^{-5}T$ (Song et al. 2021).
         reduction: `"mean"` or `"sum"` over the batch, or `"none"` for per-sample losses `(B,)`.
         reduce_dims: `"mean"` (default) or `"sum"` of the squared error over data dimensions.
@@ -242,6 +263,7 @@ class DSMLoss:
         t_eps: float | None = None,
         reduction: str = "mean",
         reduce_dims: str = "mean",
+        time_sampler=None,
     ):
         from .sde import SDE
 
@@ -258,6 +280,15 @@ class DSMLoss:
             if sde is not None and t_eps >= sde.T:
                 raise ValueError(f"t_eps: expected a value below T = {sde.T}, got {t_eps!r}")
         _check_reduction(reduction, reduce_dims)
+        if time_sampler is not None:
+            if not callable(getattr(time_sampler, "sample", None)):
+                raise TypeError(
+                    "time_sampler: expected a noise-level proposal with a method sample(sde, n, ...)"
+                    f" (e.g. scoresde.LogNormalSigma()), got {type(time_sampler).__name__}"
+                )
+            if importance_sampling:
+                raise ValueError("time_sampler: expected None with importance_sampling=True (each draws the times)")
+        self.time_sampler = time_sampler
         self.sde = sde
         self.weighting = weighting
         self.importance_sampling = importance_sampling
@@ -269,7 +300,8 @@ class DSMLoss:
         w = self.weighting if isinstance(self.weighting, str) else getattr(self.weighting, "__name__", "callable")
         return (
             f"DSMLoss(sde={self.sde!r}, weighting={w!r}, importance_sampling={self.importance_sampling},"
-            f" t_eps={self._t_eps}, reduction={self.reduction!r}, reduce_dims={self.reduce_dims!r})"
+            f" t_eps={self._t_eps}, reduction={self.reduction!r}, reduce_dims={self.reduce_dims!r}"
+            + (f", time_sampler={self.time_sampler!r})" if self.time_sampler is not None else ")")
         )
 
     def t_eps(self, sde) -> float:
@@ -302,6 +334,9 @@ class DSMLoss:
             return sde._diffusion(t) ** 2
         if w == "uniform":
             return torch.ones_like(t)
+        if w == "flow":
+            half_g2 = 0.5 * sde._diffusion(t) ** 2
+            return half_g2 * half_g2
         return _space_weight(w, alpha, sigma)  # "x0" or "v"
 
     def sample_time(
@@ -323,6 +358,9 @@ class DSMLoss:
         """
         dtype = dtype or torch.get_default_dtype()
         t_eps, T = self.t_eps(sde), sde.T
+        if self.time_sampler is not None:  # the proposal is part of the objective: no weights
+            t = self.time_sampler.sample(sde, n, t_min=t_eps, generator=generator, device=device, dtype=dtype)
+            return t, torch.ones_like(t)
         u = torch.rand(n, generator=generator, device=device, dtype=dtype)
         if not self.importance_sampling:
             return t_eps + (T - t_eps) * u, torch.ones_like(u)
@@ -380,6 +418,7 @@ def dsm_loss(
     t_eps: float | None = None,
     reduction: str = "mean",
     reduce_dims: str = "mean",
+    time_sampler=None,
     cond: Mapping | None = None,
     t: float | Tensor | None = None,
     noise: Tensor | None = None,
@@ -403,6 +442,7 @@ def dsm_loss(
         t_eps=t_eps,
         reduction=reduction,
         reduce_dims=reduce_dims,
+        time_sampler=time_sampler,
     )(model, x0, cond=cond, t=t, noise=noise, generator=generator)
 
 

@@ -49,10 +49,15 @@ __all__ = [
     "tweedie_denoiser",
     "convert",
     "ScoreModel",
+    "MODEL_PREDICTIONS",
 ]
 
 #: The prediction types a network may have.
 PREDICTIONS = ("eps", "score", "x0", "v")
+#: What a network wrapped in `ScoreModel` may predict: `PREDICTIONS` and the flow-matching
+#: velocity `"flow"` ($\dot\alpha_t x_0 + \dot\sigma_t\varepsilon$, see [`scoresde.flow`][scoresde.flow]),
+#: whose conversions need the SDE's derivatives and so live in `ScoreModel`, not in `convert`.
+MODEL_PREDICTIONS = PREDICTIONS + ("flow",)
 
 
 def _b(c: Tensor | float, x: Tensor) -> Tensor | float:
@@ -132,9 +137,9 @@ _FROM_EPS: dict[str, Callable] = {
 }
 
 
-def _check_prediction(name: str, value: str) -> str:
-    if value not in PREDICTIONS:
-        raise ValueError(f"{name}: expected one of {PREDICTIONS}, got {value!r}")
+def _check_prediction(name: str, value: str, allowed: tuple = PREDICTIONS) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name}: expected one of {allowed}, got {value!r}")
     return value
 
 
@@ -179,7 +184,10 @@ class ScoreModel(nn.Module):
     Arguments:
         net: a callable `net(x, t_in, **cond)` returning a tensor shaped like `x`.
         sde: the [`SDE`][scoresde.SDE] the network was trained with.
-        prediction: what the network predicts: `"eps"`, `"score"`, `"x0"` or `"v"`.
+        prediction: what the network predicts: `"eps"`, `"score"`, `"x0"`, `"v"` or `"flow"`
+            (the flow-matching velocity $\dot\alpha_t x_0 + \dot\sigma_t\varepsilon$, for
+            rectified flow $\varepsilon - x_0$; converted exactly through
+            [`scoresde.flow`][scoresde.flow] with the SDE's $\dot\alpha_t, \dot\sigma_t$).
         time_input: optional map from continuous `t` `(B,)` to the network's time input.
     """
 
@@ -195,12 +203,12 @@ class ScoreModel(nn.Module):
             raise TypeError(f"time_input: expected a callable or None, got {type(time_input).__name__}")
         self.net = net
         self.sde = sde
-        self.prediction = _check_prediction("prediction", prediction)
+        self.prediction = _check_prediction("prediction", prediction, MODEL_PREDICTIONS)
         self.time_input = time_input
 
     def predict(self, x: Tensor, t: float | Tensor, target: str, **cond) -> Tensor:
-        """The network's prediction at `(x, t)` converted to `target` (one of `PREDICTIONS`)."""
-        _check_prediction("target", target)
+        """The network's prediction at `(x, t)` converted to `target` (one of `MODEL_PREDICTIONS`)."""
+        _check_prediction("target", target, MODEL_PREDICTIONS)
         x = check_batched("x", x)
         t = as_time(t, like=x, T=self.sde.T)
         if t.ndim == 0 or t.shape[0] != x.shape[0]:
@@ -213,6 +221,13 @@ class ScoreModel(nn.Module):
         if target == self.prediction:
             return out
         alpha, sigma = self.sde._marginal(t)
+        if "flow" in (self.prediction, target):
+            from . import flow
+
+            d_alpha, d_sigma = flow.marginal_derivatives(self.sde, t)
+            if self.prediction == "flow":
+                return flow.from_flow(out, x, alpha, sigma, d_alpha, d_sigma, target=target)
+            return flow.to_flow(out, x, alpha, sigma, d_alpha, d_sigma, source=self.prediction)
         return convert(out, x, alpha, sigma, source=self.prediction, target=target)
 
     def score(self, x: Tensor, t: float | Tensor, **cond) -> Tensor:
@@ -230,6 +245,10 @@ class ScoreModel(nn.Module):
     def v(self, x: Tensor, t: float | Tensor, **cond) -> Tensor:
         r"""The velocity estimate $\hat v = \alpha_t\hat\varepsilon - \sigma_t\hat x_0$."""
         return self.predict(x, t, "v", **cond)
+
+    def flow(self, x: Tensor, t: float | Tensor, **cond) -> Tensor:
+        r"""The flow-matching velocity estimate $\hat u = \dot\alpha_t\hat x_0 + \dot\sigma_t\hat\varepsilon$ (the probability-flow ODE's vector field)."""
+        return self.predict(x, t, "flow", **cond)
 
     def forward(self, x: Tensor, t: float | Tensor, **cond) -> Tensor:
         return self.score(x, t, **cond)
