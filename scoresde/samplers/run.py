@@ -103,7 +103,7 @@ def sample(
     t_end: float | None = None,
     generator: Any = None,
     x_init: Tensor | None = None,
-    denoise: bool | str = False,
+    denoise: bool | str | None = None,
     callback: Callable[[StepInfo], Any] | None = None,
     progress: bool | dict = False,
     device: torch.device | str | None = None,
@@ -161,7 +161,8 @@ def sample(
         raise TypeError(f"sde: expected a scoresde.SDE (VPSDE, SubVPSDE, VESDE, ...), got {type(sde).__name__}")
     if not callable(score):
         raise TypeError(f"score: expected a callable score(x, t), got {type(score).__name__}")
-    sampler = defaults.default_sampler(sde) if sampler is None else sampler
+    if sampler is None:  # the default recipe: sampler, grid, end time and final step (see defaults.py)
+        sampler, steps, grid, t_end, denoise = defaults.default_recipe(sde, steps, grid, t_end, denoise)
     if not isinstance(sampler, Sampler):
         raise TypeError(
             "sampler: expected a sampler instance such as DDIM(), DPMSolverPP(order=2), EulerMaruyama(),"
