@@ -4,6 +4,7 @@ from .base import PerSampleGenerators, Sampler, SamplingContext, StepInfo, as_no
 from .run import sample
 from .exponential import DPMSolverPP, UniPC
 from .fitted import FittedGrid, fit_grid
+from .imputation import Imputation, repaint_schedule
 from .langevin import AnnealedLangevin, ncsn_levels, ncsn_ratio, ncsn_sigma_max, ncsn_step_size
 from .ode import DDIM, EDMHeun
 from .reverse import Ancestral, LangevinCorrector, PredictorCorrector, ReverseDiffusion
@@ -33,4 +34,6 @@ __all__ = [
     "UniPC",
     "FittedGrid",
     "fit_grid",
+    "Imputation",
+    "repaint_schedule",
 ]

@@ -120,6 +120,17 @@ class SamplingContext:
         #: evaluation; multistep samplers count it when lowering their final orders).
         self.final_denoise = bool(denoise) and not self.ends_noise_free
 
+    def tail(self, k: int) -> "SamplingContext":
+        """The same call from grid index `k` on: the grid and its coefficients from $t_k$, sharing
+        the score (and its evaluation count) and the noise source. A sampler restarted on it
+        (RePaint's jump back) sees $t_k$ as its first time, so multistep methods warm up again."""
+        c = object.__new__(SamplingContext)
+        c.__dict__.update(self.__dict__)
+        c.ts, c.alpha, c.sigma, c.lam = self.ts[k:], self.alpha[k:], self.sigma[k:], self.lam[k:]
+        c.times, c.lams, c.t_grid = self.times[k:], self.lams[k:], self.t_grid[k:]
+        c.steps = self.steps - k
+        return c
+
     # -- coefficient helpers
     def b(self, v: Tensor) -> Tensor:
         """Broadcast a 0-d or `(B,)` coefficient against the state (`append_dims`)."""
@@ -211,6 +222,16 @@ class Sampler:
     def evaluations(self, steps: int) -> int:
         """Score evaluations of a run with `steps` steps (without the optional final denoising)."""
         return steps
+
+    def moves(self, steps: int) -> int:
+        """The number of steps a run reports to callbacks and the progress bar (`steps`; more for
+        a wrapper that revisits the grid, as RePaint's resampling does)."""
+        return steps
+
+    def finalize(self, ctx: "SamplingContext", x: Tensor) -> Tensor:
+        """Called once on the result, after the optional final denoising (the identity; a wrapper
+        such as [`Imputation`][scoresde.samplers.imputation.Imputation] sets its known part)."""
+        return x
 
     def check(self, sde, ts: Tensor) -> None:
         """Check, once before the loop, that this sampler can run `sde` on the grid `ts`."""

@@ -217,7 +217,7 @@ def sample(
     sampler.check(sde, ts)
 
     noise = as_noise_source(generator, shape[0])
-    bar = _make_progress(progress, None if sampler.adaptive else ts.numel() - 1, type(sampler).__name__)
+    bar = _make_progress(progress, None if sampler.adaptive else sampler.moves(ts.numel() - 1), type(sampler).__name__)
     try:
         with torch.no_grad(), validation(False):
             if x_init is None:
@@ -243,6 +243,7 @@ def sample(
             x = sampler.run(ctx, x, report)
             if denoise is not None:
                 x = final_step(ctx, x, denoise)
+            x = sampler.finalize(ctx, x)
     finally:
         if bar is not None:
             bar.close()
