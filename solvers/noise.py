@@ -817,7 +817,8 @@ def as_noise_source(generator: Any, batch: int) -> NoiseSource:
             gens = PerSampleGenerators(generator)
             gens._check((batch,), gens.generators[0].device)
             return gens
-        seeds = SeededNoise(check_seed("generator", list(generator) if isinstance(generator, tuple) else generator))
+        check_seed("generator", list(generator) if isinstance(generator, tuple) else generator)
+        seeds = SeededNoise(list(generator) if isinstance(generator, tuple) else generator)
         if seeds.n_seeds is not None and seeds.n_seeds != batch:
             raise ValueError(
                 f"generator: got {seeds.n_seeds} per-sample seeds for a batch of {batch}: pass one seed per sample"
