@@ -60,6 +60,11 @@ class _CheckedScore:
             got = f"shape {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
             raise ValueError(f"score: expected an output shaped like x, {tuple(x.shape)}, got {got}")
         if out.dtype != x.dtype:
+            if not out.is_floating_point():
+                raise TypeError(
+                    f"score: expected a real floating-point output like x ({x.dtype}), got dtype {out.dtype}"
+                    " (an integer, bool or complex score would be cast silently)"
+                )
             out = out.to(x.dtype)
         self.nfe += 1
         first = torch.isnan(self._bad_t) & ~torch.isfinite(out).all()
