@@ -47,6 +47,15 @@ def check_device(device: Any) -> torch.device:
     """`device` as a `torch.device` that exists here; a clear error for a bad name, a missing accelerator or meta."""
     if isinstance(device, bool) or not isinstance(device, (str, torch.device, int)):
         raise TypeError(f"device: expected a torch.device or a name such as 'cpu' or 'cuda', got {device!r}")
+    if isinstance(device, int):
+        if device < 0:
+            raise ValueError(f"device: expected an accelerator index >= 0 or a device name, got {device!r}")
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device: {device!r} names an accelerator by index, but none is available here"
+                " (torch.cuda.is_available() is False); use 'cpu'"
+            )
+        device = torch.device("cuda", device)
     try:
         d = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
@@ -171,9 +180,14 @@ def check_progress(progress: Any) -> None:
         raise TypeError(f"progress: expected a bool or a dict of tqdm keyword arguments, got {progress!r}")
     from tqdm.auto import tqdm
 
+    import io
+
+    # tqdm checks its keywords only when enabled: build one that writes to a buffer
+    kwargs = {k: v for k, v in progress.items() if k not in ("total", "file", "disable")}
+    kwargs["file"] = io.StringIO()
     try:
-        tqdm(total=1, disable=True, **{k: v for k, v in progress.items() if k != "total"}).close()
-    except (KeyError, TypeError) as err:
+        tqdm(total=1, **kwargs).close()
+    except Exception as err:  # tqdm's own TqdmKeyError, or a TypeError for a bad value
         raise TypeError(f"progress: tqdm does not accept these keyword arguments, {sorted(progress)}: {err}") from None
 
 
