@@ -1,69 +1,36 @@
-r"""Conditional generation through the score: imputation (inpainting) of known coordinates.
+r"""Imputation (inpainting) of known coordinates in one call: [`impute`][scoresde.impute].
 
-Given observed values $\Omega(x_0) = x_{\text{known}}$ on a mask $\Omega$, the replacement
-method of Song et al. (2021, appendix I.2) samples the unknown coordinates with an
-unconditional score: after every reverse step to time $t$, the known coordinates are
-overwritten with a fresh draw of their forward marginal,
-$\Omega(x_t) \leftarrow \alpha_t\,x_{\text{known}} + \sigma_t\,\varepsilon$, so the unknown
-coordinates see a state that is consistent with the observation at every noise level.
-Langevin corrector steps (each followed by the same replacement) let the unknown part
-equilibrate with the known part at each level: the predictor-corrector form of the paper.
-
-The replacement method is exact when the unknown coordinates are independent of the
-known ones, and an approximation otherwise (the replaced noise is drawn independently of
-the trajectory); the corrector steps reduce the error. No retraining is needed: any
-score callable works, including guided ones.
+The method is the sampler wrapper [`Imputation`][scoresde.samplers.imputation.Imputation]
+(any sampler's step followed by the replacement of the known part, optionally with
+RePaint's resampling), run by [`sample`][scoresde.sample]; this module is its short
+convenience and the one-off projection [`replace_known`][scoresde.inpainting.replace_known].
 
 Reference: Song et al., *Score-Based Generative Modeling through Stochastic Differential
-Equations*, ICLR 2021, section 4.2 (predictor-corrector samplers), appendix I.2
-(imputation) and Algorithms 4-5 (the Langevin corrector).
+Equations*, ICLR 2021, appendix I.2; Lugmayr et al., *RePaint*, CVPR 2022.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
-from ._checks import append_dims, check_batched, check_int, check_positive_finite, validation
-from .sde import SDE, _checked_score
+from ._checks import check_batched, check_int, check_positive_finite
+from .samplers.base import Sampler
+from .samplers.imputation import Imputation, check_mask, replace_known_part
+from .samplers.reverse import Ancestral, LangevinCorrector, PredictorCorrector
+from .samplers.run import sample
+from .samplers.solver import ReverseSDESampler
 
 __all__ = ["impute", "replace_known", "IMPUTE_PREDICTORS"]
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
-#: The reverse-time steps `impute` offers.
+#: The predictors `impute(..., predictor=...)` names (score_sde's): `Ancestral()` and `ReverseSDESampler()`.
 IMPUTE_PREDICTORS = ("ancestral", "euler_maruyama")
 IMPUTE_NORMS = ("noise", "sample", "batch")
-
-
-def _check_mask(mask, x_known: Tensor) -> Tensor:
-    if not isinstance(mask, Tensor):
-        raise TypeError(f"mask: expected a bool tensor (True where x is known), got {type(mask).__name__}")
-    if mask.dtype != torch.bool:
-        if mask.is_complex() or not bool(((mask == 0) | (mask == 1)).all()):
-            raise ValueError(f"mask: expected a bool tensor or one of 0s and 1s, got dtype {mask.dtype} with other values")
-        mask = mask != 0
-    try:
-        shape = torch.broadcast_shapes(mask.shape, x_known.shape)
-    except RuntimeError:
-        shape = None
-    if shape != x_known.shape:
-        raise ValueError(
-            f"mask: expected a shape that broadcasts to x_known's {tuple(x_known.shape)}, got {tuple(mask.shape)}"
-        )
-    return mask.to(x_known.device)
-
-
-def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-
-
-def _replace(x: Tensor, t: Tensor, x_known: Tensor, mask: Tensor, sde, generator) -> Tensor:
-    alpha, sigma = sde._marginal(t)
-    known_t = append_dims(alpha, x.ndim) * x_known + append_dims(sigma, x.ndim) * _noise(x, generator)
-    return torch.where(mask, known_t, x)
 
 
 def replace_known(
@@ -71,14 +38,14 @@ def replace_known(
     t: float | Tensor,
     x_known: Tensor,
     mask: Tensor,
-    sde: SDE,
+    sde,
     *,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     r"""Overwrite the known coordinates of $x_t$ with a draw of $\alpha_t\,x_{\text{known}} + \sigma_t\,\varepsilon$.
 
-    The projection step of the replacement method (Song et al. 2021, appendix I.2); a
-    sampler that offers a per-step callback can call it after each step to impute.
+    The projection step of the replacement method (Song et al. 2021, appendix I.2), the one
+    [`Imputation`][scoresde.samplers.imputation.Imputation] applies after every step.
 
     Arguments:
         x: the current state $x_t$, `(B, ...)`.
@@ -86,163 +53,146 @@ def replace_known(
         x_known: the observed clean data, shaped like `x` (values off the mask are ignored and may be NaN).
         mask: bool, broadcastable to `x`; True where the value is known.
         sde: the forward SDE.
-        generator: source of $\varepsilon$.
+        generator: a `torch.Generator` for $\varepsilon$ (None: torch's global one).
 
     Returns:
         `x` with its known coordinates replaced.
     """
+    from .sde import SDE
+
     x = check_batched("x", x)
     if not isinstance(sde, SDE):
         raise TypeError(f"sde: expected a scoresde.SDE, got {type(sde).__name__}")
     x_known = check_batched("x_known", x_known)
     if x_known.shape != x.shape:
         raise ValueError(f"x_known: expected the shape of x, {tuple(x.shape)}, got {tuple(x_known.shape)}")
-    mask = _check_mask(mask, x_known)
+    mask = check_mask(mask, x_known)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
     t = sde._time(t, like=x)
-    return _replace(x, t, x_known, mask, sde, generator)
+    alpha, sigma = sde._marginal(t)
+    z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return replace_known_part(x, alpha, sigma, x_known, mask, z)
 
 
-def _mean_norm(v: Tensor) -> Tensor:
-    """The batch mean of the per-sample Euclidean norms (a 0-d tensor)."""
-    return v.reshape(v.shape[0], -1).norm(dim=-1).mean()
+@dataclass(frozen=True)
+class _BatchNormLangevin(LangevinCorrector):
+    """Song et al.'s corrector rule with both norms averaged over the batch (their code), for
+    `norms="batch"` where `LangevinCorrector` itself does not offer it."""
+
+    def __post_init__(self):
+        check_positive_finite("snr", self.snr)
+        check_int("n_steps", self.n_steps)
+
+    def step_size(self, grad: Tensor, z: Tensor, sigma2: Tensor, alpha) -> Tensor:
+        # eps = 2 alpha (r mean||z|| / mean||g||)^2, one step for the whole batch
+        g_norm = grad.flatten(1).norm(dim=1).mean()
+        z_norm = z.flatten(1).norm(dim=1).mean()
+        eps = torch.where(g_norm > 0, 2.0 * alpha * (self.snr * z_norm / torch.where(g_norm > 0, g_norm, 1.0)) ** 2, 0.0)
+        return eps * grad.new_ones(grad.shape[0])
+
+
+def _corrector(snr: float, n_steps: int, norms: str) -> LangevinCorrector:
+    if norms != "batch":
+        return LangevinCorrector(snr=snr, n_steps=n_steps, norms=norms)
+    try:  # Song et al.'s rule, uncapped, where LangevinCorrector offers it
+        return LangevinCorrector(snr=snr, n_steps=n_steps, norms="batch", max_step=None)
+    except ValueError:
+        return _BatchNormLangevin(snr=snr, n_steps=n_steps, max_step=None)
 
 
 def impute(
-    sde: SDE,
+    sde,
     score: ScoreFn,
     x_known: Tensor,
     mask: Tensor,
+    sampler: Sampler | None = None,
+    steps: int | None = None,
     *,
-    steps: int = 500,
-    predictor: str = "ancestral",
+    generator: Any = None,
+    jump_length: int = 1,
+    resample: int = 1,
+    grid=None,
+    t_end: float | None = None,
+    x_init: Tensor | None = None,
+    denoise: bool | str = False,
+    callback=None,
+    progress: bool | dict = False,
     corrector_steps: int = 0,
     snr: float = 0.16,
     norms: str = "noise",
-    t_end: float = 0.0,
-    denoise: bool = True,
-    x_init: Tensor | None = None,
-    generator: torch.Generator | None = None,
+    predictor: str | None = None,
 ) -> Tensor:
-    r"""Impute the unknown coordinates of `x_known` with the replacement method (Song et al. 2021).
+    r"""Impute the unknown coordinates of `x_known`: [`sample`][scoresde.sample] with an [`Imputation`][scoresde.samplers.imputation.Imputation] sampler.
 
-    On the grid $T = t_0 > t_1 > \dots > t_N = t_{\text{end}}$ (uniform, `steps` $= N$):
+    Equivalent to `sample(sde, score, x_known.shape, Imputation(sampler, x_known, mask,
+    jump_length, resample), steps, generator=..., ...)` on `x_known`'s device and dtype:
+    after every step of `sampler` the known part is replaced by
+    $\alpha_t x_{\text{known}} + \sigma_t\varepsilon$, and it is $x_{\text{known}}$ exactly in
+    the result. `steps`, `generator` (None, a `torch.Generator`, an int seed, one seed or
+    generator per sample, a noise source), `grid`, `t_end`, `x_init`, `denoise`, `callback`
+    and `progress` mean what they mean for `sample`.
 
-    1. $x \sim$ prior; replace its known part with $\alpha_T x_{\text{known}} + \sigma_T\varepsilon$.
-    2. For $i = 0, \dots, N-1$: one predictor step from $t_i$ to $t_{i+1}$; replace the known
-       part at $t_{i+1}$; then `corrector_steps` Langevin steps at $t_{i+1}$, each followed
-       by a replacement.
-    3. The last predictor step adds no noise when `denoise` (it returns the mean), and the
-       known part is set to $x_{\text{known}}$ exactly.
-
-    Predictors: `"ancestral"` samples the exact Gaussian posterior of the forward kernel
-    given Tweedie's $\hat x_0$: with $a = \alpha_{t_i}/\alpha_{t_{i+1}}$ and
-    $\tau^2 = \sigma_{t_i}^2 - a^2\sigma_{t_{i+1}}^2$,
-    $x_{i+1} = (x_i + \tau^2 s(x_i, t_i))/a + \sigma_{t_{i+1}}\tau/\sigma_{t_i}\,z$: DDPM's
-    ancestral step for the VP SDE and Song et al.'s ancestral step for the VE SDE (their
-    appendix F). `"euler_maruyama"` steps the reverse SDE $dx = [f x - g^2 s]\,dt + g\,d\bar w$.
-    The corrector is Song et al.'s Langevin step (Algorithms 4-5),
-    $x \leftarrow x + \epsilon\,s + \sqrt{2\epsilon}\,z$ with the signal-to-noise rule
-    $\epsilon = 2\,a^2 (r\,\lVert z\rVert / \lVert s\rVert)^2$ ($r$ = `snr`). `norms` says whose
-    norms: `"noise"` (default) takes those of the noise-dominated limit,
-    $\lVert z\rVert^2 = D$, $\lVert s\rVert^2 = D/\sigma_t^2$, so $\epsilon = 2a^2r^2\sigma_t^2$ for every
-    sample: unbiased in any dimension, and no sample's step depends on the others; `"sample"` each
-    sample's own norms (these two as in
-    [`LangevinCorrector`][scoresde.samplers.reverse.LangevinCorrector], with its cap
-    $\epsilon \le \sigma_t^2$); `"batch"` the authors' code, norms averaged over the batch (a
-    sample then depends on the rest of its batch).
-
-    With a mask that is all False this is ordinary predictor-corrector sampling.
+    Song et al.'s predictor-corrector inpainter is one line: `corrector_steps=M` wraps the
+    sampler (default `Ancestral()`) in `PredictorCorrector(sampler, LangevinCorrector(snr,
+    M, norms))`, with a replacement after the predictor and after each Langevin step;
+    `norms="batch"` is their code's batch-averaged step rule (a sample then depends on its
+    batch), `"noise"` (default) and `"sample"` are those of
+    [`LangevinCorrector`][scoresde.samplers.reverse.LangevinCorrector].
 
     Arguments:
         sde: the forward SDE.
         score: any score callable `score(x, t)`, called with `t` a `(B,)` tensor.
-        x_known: the observed data `(B, ...)`; values off the mask are ignored (may be NaN).
-        mask: bool, broadcastable to `x_known`; True where the value is known.
-        steps: the number of predictor steps $N$.
-        predictor: `"ancestral"` or `"euler_maruyama"`.
-        corrector_steps: Langevin steps per noise level (0: replacement alone).
-        snr: the corrector's signal-to-noise ratio $r$ (Song et al. use 0.16 on CIFAR-10, VE).
-        norms: the corrector's step-size rule: `"noise"`, `"sample"` or `"batch"` (see above).
-        t_end: the final time (0 by default).
-        denoise: make the last step noise-free.
-        x_init: the initial state at $T$ (drawn from the prior when omitted).
-        generator: source of all noise.
+        x_known: the observed data `(B, ...)`; values off the mask are ignored (may be NaN),
+            those on it must be finite.
+        mask: bool (or 0/1), broadcastable to `x_known`; True where the value is known.
+        sampler: any sampler that steps on a grid (default `Ancestral()`, the replacement
+            method's predictor in Song et al.).
+        steps: the number of grid steps (default: the sampler's `default_steps`).
+        generator: the noise source, as for `sample`.
+        jump_length, resample: RePaint's $j$ and $r$ (see
+            [`repaint_schedule`][scoresde.samplers.imputation.repaint_schedule]); `resample=1`
+            (default) is no resampling.
+        grid, t_end, x_init, denoise, callback, progress: as for `sample`.
+        corrector_steps: Langevin corrector steps per level, $M \ge 0$ (0: none).
+        snr: the corrector's signal-to-noise ratio $r$ (0.16: Song et al., CIFAR-10, VE).
+        norms: the corrector's step rule, `"noise"`, `"sample"` or `"batch"`.
+        predictor: score_sde's names for the sampler, `"ancestral"` or `"euler_maruyama"`
+            (`ReverseSDESampler()`); give this or `sampler`, not both.
 
     Returns:
         The completed samples, shaped like `x_known`, equal to it on the mask.
 
-    Reference: Song et al., ICLR 2021, appendix I.2, Algorithms 4-5; Ho et al. 2020, eqs. (6)-(7).
+    Reference: Song et al., ICLR 2021, appendix I.2, Algorithms 4-5; Lugmayr et al., CVPR 2022.
     """
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde: expected a scoresde.SDE, got {type(sde).__name__}")
-    if not callable(score):
-        raise TypeError(f"score: expected a callable score(x, t), got {type(score).__name__}")
     x_known = check_batched("x_known", x_known)
-    mask = _check_mask(mask, x_known)
-    steps = check_int("steps", steps)
+    mask = check_mask(mask, x_known)
     corrector_steps = check_int("corrector_steps", corrector_steps, minimum=0)
-    if predictor not in IMPUTE_PREDICTORS:
-        raise ValueError(f"predictor: expected one of {IMPUTE_PREDICTORS}, got {predictor!r}")
     snr = check_positive_finite("snr", snr)
     if norms not in IMPUTE_NORMS:
         raise ValueError(f"norms: expected one of {IMPUTE_NORMS}, got {norms!r}")
-    from .samplers.reverse import LangevinCorrector
-
-    rule = None if norms == "batch" else LangevinCorrector(snr=snr, norms=norms)
-    if isinstance(t_end, bool) or not isinstance(t_end, (int, float)) or not 0.0 <= t_end < sde.T:
-        raise ValueError(f"t_end: expected a time in [0, T) = [0, {sde.T}), got {t_end!r}")
-    if not isinstance(denoise, bool):
-        raise TypeError(f"denoise: expected a bool, got {denoise!r}")
-    B, device, dtype = x_known.shape[0], x_known.device, x_known.dtype
-    if x_init is None:
-        x = sde.prior_sample(x_known.shape, generator=generator, device=device, dtype=dtype)
-    else:
-        x = check_batched("x_init", x_init)
-        if x.shape != x_known.shape:
-            raise ValueError(f"x_init: expected the shape of x_known, {tuple(x_known.shape)}, got {tuple(x.shape)}")
-    ts = torch.linspace(sde.T, float(t_end), steps + 1, device=device, dtype=dtype)
-
-    with validation(False):
-        x = _replace(x, ts[0].expand(B), x_known, mask, sde, generator)
-        for i in range(steps):
-            t_cur, t_next = ts[i].expand(B), ts[i + 1].expand(B)
-            last = i == steps - 1
-            alpha_cur, sigma_cur = sde._marginal(t_cur)
-            alpha_next, sigma_next = sde._marginal(t_next)
-            # a = alpha_cur / alpha_next: the signal kept by the forward kernel from t_next to t_cur
-            a = alpha_cur / alpha_next
-            s = _checked_score(score, x, t_cur)
-            if predictor == "ancestral":
-                # tau^2 = sigma_cur^2 - a^2 sigma_next^2 = sigma_cur^2 (1 - e^{lambda_cur - lambda_next})
-                decay = -torch.expm1(sde._log_snr(t_cur) - sde._log_snr(t_next))
-                tau2 = sigma_cur**2 * decay
-                # x_next = (x + tau^2 s) / a + sigma_next tau / sigma_cur z   (Gaussian posterior given Tweedie's x0)
-                x_mean = (x + append_dims(tau2, x.ndim) * s) / append_dims(a, x.ndim)
-                std = sigma_next * torch.sqrt(decay)
-            else:
-                dt = t_next - t_cur  # negative: reverse time
-                f, g = sde._drift_coef(t_cur), sde._diffusion(t_cur)
-                # x_next = x + [f x - g^2 s] dt + g sqrt(|dt|) z
-                x_mean = x + append_dims(dt, x.ndim) * (append_dims(f, x.ndim) * x - append_dims(g * g, x.ndim) * s)
-                std = g * torch.sqrt(-dt)
-            if last and denoise:
-                x = x_mean
-            else:
-                x = x_mean + append_dims(std, x.ndim) * _noise(x, generator)
-            if last:
-                break
-            # Replace the known coordinates by a draw of their marginal at t_next.
-            x = _replace(x, t_next, x_known, mask, sde, generator)
-            for _ in range(corrector_steps):
-                # Langevin: eps = 2 a^2 (r |z| / |s|)^2, x <- x + eps s + sqrt(2 eps) z, then replace.
-                s = _checked_score(score, x, t_next)
-                z = _noise(x, generator)
-                if rule is None:
-                    s_norm, z_norm = _mean_norm(s), _mean_norm(z)
-                    eps = torch.where(s_norm > 0, 2.0 * a * a * (snr * z_norm / torch.where(s_norm > 0, s_norm, 1.0)) ** 2, 0.0)
-                else:
-                    eps = rule.step_size(s, z, sigma_next**2, a * a)
-                x = x + append_dims(eps, x.ndim) * s + append_dims(torch.sqrt(2.0 * eps), x.ndim) * z
-                x = _replace(x, t_next, x_known, mask, sde, generator)
-        x = torch.where(mask, x_known, x)
-    return x
+    if predictor is not None:
+        if predictor not in IMPUTE_PREDICTORS:
+            raise ValueError(f"predictor: expected one of {IMPUTE_PREDICTORS}, got {predictor!r}")
+        if sampler is not None:
+            raise ValueError(f"predictor: give a sampler or a predictor name, not both; got sampler={sampler!r}"
+                             f" and predictor={predictor!r}")
+        sampler = Ancestral() if predictor == "ancestral" else ReverseSDESampler()
+    if sampler is None:
+        sampler = Ancestral()
+    if corrector_steps > 0:
+        if isinstance(sampler, PredictorCorrector):
+            raise ValueError("corrector_steps: the sampler is already a PredictorCorrector; set its corrector instead")
+        sampler = PredictorCorrector(sampler, _corrector(snr, corrector_steps, norms))
+    if x_init is not None:
+        x_init = check_batched("x_init", x_init)
+        if x_init.shape != x_known.shape:
+            raise ValueError(f"x_init: expected the shape of x_known, {tuple(x_known.shape)}, got {tuple(x_init.shape)}")
+    wrapped = Imputation(sampler, x_known, mask, jump_length=jump_length, resample=resample)
+    return sample(
+        sde, score, x_known.shape if x_init is None else None, wrapped, steps,
+        grid=grid, t_end=t_end, generator=generator, x_init=x_init, denoise=denoise,
+        callback=callback, progress=progress,
+        device=None if x_init is not None else x_known.device,
+        dtype=None if x_init is not None else x_known.dtype,
+    )

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from ._checks import append_dims, check_batched, check_int
 from .grids import default_t_end
+from .samplers.run import check_steps
 
 __all__ = ["log_likelihood", "LikelihoodResult", "Hutchinson", "bits_per_dim", "dequantize"]
 
@@ -246,6 +247,62 @@ def _batched_vjp(out: Tensor, x: Tensor, vectors: Tensor) -> Tensor:
         return torch.stack([torch.autograd.grad(out, x, v, retain_graph=True)[0] for v in vectors])
 
 
+def _check_data(sde, x: Tensor) -> None:
+    r"""Refuse data the SDE cannot have produced: non-finite values, or a scale beyond what it forgets by $T$.
+
+    At $T$ the forward process holds $\alpha_T x_0 + \sigma_T\varepsilon$; the likelihood replaces its
+    law by the prior, which is right only where the signal left, $\alpha_T\lvert x_0\rvert$, is small
+    against the noise $\sigma_T$. Data beyond $\sigma_T/\alpha_T$ (152 for the default VP SDE, $\sigma_{\max}$
+    for VE) is not forgotten: its likelihood is meaningless, and the flow is stiff there (minutes of
+    adaptive steps ending in `MaxStepsError`).
+    """
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        bad = int((~finite).flatten(1).any(1).sum())
+        raise ValueError(f"x: {bad} of {x.shape[0]} samples contain NaN or inf; expected finite data")
+    alpha_T, sigma_T = (v.item() for v in sde._marginal(torch.tensor(float(sde.T), dtype=torch.float64)))
+    limit = sigma_T / alpha_T if alpha_T > 0 else math.inf
+    size = x.detach().abs().amax().item()
+    if size > limit:
+        over = int((x.detach().flatten(1).abs().amax(1) > limit).sum())
+        raise ValueError(
+            f"x: max |x| = {size:.3g} ({over} of {x.shape[0]} samples above {limit:.3g}), but {type(sde).__name__}"
+            f" keeps alpha_T = {alpha_T:.3g} of the data at T = {sde.T} against noise sigma_T = {sigma_T:.3g}: data"
+            f" beyond sigma_T / alpha_T = {limit:.3g} is not forgotten by T, so its prior N(0, {sde.prior_std:.3g}^2 I)"
+            " does not describe x(T) and the likelihood is meaningless (the flow is also stiff there). The SDE expects"
+            f" data of scale well below {limit:.3g} (typically scaled to [-1, 1]); rescale x (a factor c adds"
+            " D log c to the log-likelihood) or use an SDE with a larger noise scale"
+        )
+
+
+class _Progress:
+    """A progress bar for the likelihood's integration: steps for a fixed-step solver, the
+    fraction of [t_eps, T] done (in per mille) for an adaptive one; it stays on screen."""
+
+    def __init__(self, t0: float, t1: float, steps: int | None):
+        from tqdm.auto import tqdm
+
+        self.t0, self.t1, self.steps = t0, t1, steps
+        total = steps if steps is not None else 1000
+        unit = "step" if steps is not None else "‰"
+        self.bar = tqdm(total=total, desc="log_likelihood", unit=unit, leave=True)
+        self.done = 0
+
+    def __call__(self, event) -> None:
+        if self.steps is not None:
+            self.bar.update(1)
+            return
+        t = event.t
+        t = float(t.min()) if isinstance(t, Tensor) else float(t)
+        done = min(1000, int(1000 * (t - self.t0) / (self.t1 - self.t0)))
+        if done > self.done:
+            self.bar.update(done - self.done)
+            self.done = done
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def log_likelihood(
     sde,
     score: Callable[[Tensor, Tensor], Tensor],
@@ -293,6 +350,7 @@ def log_likelihood(
     if not callable(score):
         raise TypeError(f"score: expected a callable score(x, t), got {type(score).__name__}")
     x = check_batched("x", x)
+    _check_data(sde, x)
     if isinstance(divergence, str):
         if divergence != "exact":
             raise ValueError(f"divergence: expected 'exact' or a Hutchinson(...) estimator, got {divergence!r}")
@@ -310,7 +368,9 @@ def log_likelihood(
     elif steps is None:
         raise ValueError(f"steps: the fixed-step solver {solver!r} needs the number of steps, got None")
     else:
-        steps = check_int("steps", steps)
+        steps = check_steps("steps", steps)
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress: expected a bool, got {progress!r}")
     if t_eps is None:
         t_eps = default_t_end(sde, eps=1e-5)
     if isinstance(t_eps, bool) or not isinstance(t_eps, (int, float)) or not 0 <= t_eps < sde.T:
@@ -328,7 +388,12 @@ def log_likelihood(
     K = 1 if probes is None else probes.shape[0]
     state0 = torch.cat([x.detach().reshape(shape[0], -1), x.new_zeros(shape[0], K)], dim=1)
     ts = [float(t_eps), float(sde.T)] if solver.adaptive else solvers.uniform_grid(float(t_eps), float(sde.T), steps)
-    sol = solvers.integrate(flow, state0, ts, solver=solver, progress=progress)
+    bar = _Progress(float(t_eps), float(sde.T), None if solver.adaptive else steps) if progress else None
+    try:
+        sol = solvers.integrate(flow, state0, ts, solver=solver, callback=bar)
+    finally:
+        if bar is not None:
+            bar.close()
 
     latent = sol.x[:, : flow.dim].reshape(shape)
     delta = sol.x[:, flow.dim :]  # (B, K)

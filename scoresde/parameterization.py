@@ -29,7 +29,9 @@ from typing import TYPE_CHECKING, Callable
 import torch
 from torch import Tensor, nn
 
-from ._checks import append_dims, as_time, check_batched
+import numbers
+
+from ._checks import append_dims, as_time, check_batched, validation_enabled
 
 if TYPE_CHECKING:
     from .sde import SDE
@@ -60,34 +62,52 @@ PREDICTIONS = ("eps", "score", "x0", "v")
 MODEL_PREDICTIONS = PREDICTIONS + ("flow",)
 
 
-def _b(c: Tensor | float, x: Tensor) -> Tensor | float:
+def _b(c: Tensor | float, x: Tensor, name: str = "", divides: str = "") -> Tensor | float:
+    """`c` (a number, 0-d or `(B,)` tensor) shaped to multiply `x`; checked when `name` is given:
+    its type and batch size always, and, with `divides` naming the function that divides by it
+    and value checks on, that it is nonzero (0 would give inf or NaN silently)."""
+    if name:
+        if isinstance(c, Tensor):
+            if c.is_complex() or c.dtype == torch.bool:
+                raise TypeError(f"{name}: expected a real number or a real tensor, got dtype {c.dtype}")
+            if c.ndim > 1 or (c.ndim == 1 and c.shape[0] not in (1, x.shape[0] if x.ndim else 1)):
+                raise ValueError(
+                    f"{name}: expected a number, a 0-d tensor or a (B,) tensor with B = {x.shape[0] if x.ndim else 1}"
+                    f" (the batch of the data), got shape {tuple(c.shape)}"
+                )
+            if divides and validation_enabled() and bool((c == 0).any()):
+                raise ValueError(f"{name}: {divides} divides by {name}, which must be nonzero; got {name} = 0")
+        elif isinstance(c, bool) or not isinstance(c, numbers.Real):
+            raise TypeError(f"{name}: expected a real number or a tensor, got {type(c).__name__}")
+        elif divides and c == 0:
+            raise ValueError(f"{name}: {divides} divides by {name}, which must be nonzero; got {name} = {c!r}")
     return append_dims(c, x.ndim) if isinstance(c, Tensor) else c
 
 
 def eps_to_score(eps: Tensor, sigma: Tensor | float) -> Tensor:
-    r"""$\nabla\log p_t = -\varepsilon/\sigma_t$."""
-    return -eps / _b(sigma, eps)
+    r"""$\nabla\log p_t = -\varepsilon/\sigma_t$ ($\sigma_t \ne 0$)."""
+    return -eps / _b(sigma, eps, "sigma", "eps_to_score")
 
 
 def score_to_eps(score: Tensor, sigma: Tensor | float) -> Tensor:
     r"""$\varepsilon = -\sigma_t\nabla\log p_t$."""
-    return -score * _b(sigma, score)
+    return -score * _b(sigma, score, "sigma")
 
 
 def eps_to_x0(eps: Tensor, x_t: Tensor, alpha: Tensor | float, sigma: Tensor | float) -> Tensor:
-    r"""$x_0 = (x_t - \sigma_t\varepsilon)/\alpha_t$."""
-    return (x_t - _b(sigma, x_t) * eps) / _b(alpha, x_t)
+    r"""$x_0 = (x_t - \sigma_t\varepsilon)/\alpha_t$ ($\alpha_t \ne 0$)."""
+    return (x_t - _b(sigma, x_t, "sigma") * eps) / _b(alpha, x_t, "alpha", "eps_to_x0")
 
 
 def x0_to_eps(x0: Tensor, x_t: Tensor, alpha: Tensor | float, sigma: Tensor | float) -> Tensor:
-    r"""$\varepsilon = (x_t - \alpha_t x_0)/\sigma_t$."""
-    return (x_t - _b(alpha, x_t) * x0) / _b(sigma, x_t)
+    r"""$\varepsilon = (x_t - \alpha_t x_0)/\sigma_t$ ($\sigma_t \ne 0$)."""
+    return (x_t - _b(alpha, x_t, "alpha") * x0) / _b(sigma, x_t, "sigma", "x0_to_eps")
 
 
 def score_to_x0(score: Tensor, x_t: Tensor, alpha: Tensor | float, sigma: Tensor | float) -> Tensor:
-    r"""Tweedie's formula $E[x_0\mid x_t] = (x_t + \sigma_t^2\nabla\log p_t(x_t))/\alpha_t$."""
-    s = _b(sigma, x_t)
-    return (x_t + s * s * score) / _b(alpha, x_t)
+    r"""Tweedie's formula $E[x_0\mid x_t] = (x_t + \sigma_t^2\nabla\log p_t(x_t))/\alpha_t$ ($\alpha_t \ne 0$)."""
+    s = _b(sigma, x_t, "sigma")
+    return (x_t + s * s * score) / _b(alpha, x_t, "alpha", "Tweedie's formula (score_to_x0)")
 
 
 #: Tweedie's denoiser, an alias of [`score_to_x0`][scoresde.parameterization.score_to_x0].
@@ -96,19 +116,19 @@ tweedie_denoiser = score_to_x0
 
 def x0_to_score(x0: Tensor, x_t: Tensor, alpha: Tensor | float, sigma: Tensor | float) -> Tensor:
     r"""$\nabla\log p_t = (\alpha_t x_0 - x_t)/\sigma_t^2$ (Tweedie inverted)."""
-    s = _b(sigma, x_t)
-    return (_b(alpha, x_t) * x0 - x_t) / (s * s)
+    s = _b(sigma, x_t, "sigma", "x0_to_score")
+    return (_b(alpha, x_t, "alpha") * x0 - x_t) / (s * s)
 
 
 def eps_to_v(eps: Tensor, x_t: Tensor, alpha: Tensor | float, sigma: Tensor | float) -> Tensor:
     r"""$v = \alpha_t\varepsilon - \sigma_t x_0$ with $x_0$ from $(x_t, \varepsilon)$, i.e. $v = ((\alpha^2+\sigma^2)\varepsilon - \sigma x_t)/\alpha$."""
-    a, s = _b(alpha, x_t), _b(sigma, x_t)
+    a, s = _b(alpha, x_t, "alpha", "eps_to_v"), _b(sigma, x_t, "sigma")
     return ((a * a + s * s) * eps - s * x_t) / a
 
 
 def v_to_eps(v: Tensor, x_t: Tensor, alpha: Tensor | float, sigma: Tensor | float) -> Tensor:
     r"""$\varepsilon = (\sigma_t x_t + \alpha_t v)/(\alpha_t^2 + \sigma_t^2)$."""
-    a, s = _b(alpha, x_t), _b(sigma, x_t)
+    a, s = _b(alpha, x_t, "alpha"), _b(sigma, x_t, "sigma")
     return (s * x_t + a * v) / (a * a + s * s)
 
 
@@ -119,7 +139,7 @@ def x0_to_v(x0: Tensor, x_t: Tensor, alpha: Tensor | float, sigma: Tensor | floa
 
 def v_to_x0(v: Tensor, x_t: Tensor, alpha: Tensor | float, sigma: Tensor | float) -> Tensor:
     r"""$x_0 = (\alpha_t x_t - \sigma_t v)/(\alpha_t^2 + \sigma_t^2)$."""
-    a, s = _b(alpha, x_t), _b(sigma, x_t)
+    a, s = _b(alpha, x_t, "alpha"), _b(sigma, x_t, "sigma")
     return (a * x_t - s * v) / (a * a + s * s)
 
 

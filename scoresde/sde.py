@@ -36,6 +36,7 @@ from ._checks import (
     check_batched,
     check_float_tensor,
     check_positive_finite,
+    validation_enabled,
 )
 from .vp_schedules import CosineSchedule, LinearSchedule, VPSchedule
 
@@ -145,6 +146,18 @@ class SDE(abc.ABC):
     def t_from_log_snr(self, lam: float | Tensor) -> Tensor:
         r"""The time $t$ with $\lambda_t$ equal to `lam` (inverse of [`log_snr`][scoresde.SDE.log_snr])."""
         lam = as_time(lam, name="lam")
+        if validation_enabled():
+            # the log-SNR of [0, T] is [lambda_T, lambda_0] (lambda_0 = inf where sigma_0 = 0)
+            ends = self._log_snr(torch.tensor([float(self.T), 0.0], dtype=torch.float64))
+            lo, hi = ends.tolist()
+            slack = 1e-9 * (1.0 + abs(lo))
+            bad = ~((lam >= lo - slack) & (lam <= hi + 1e-9 * (1.0 + abs(hi))))
+            if bool(bad.any()):
+                first = lam[bad].flatten()[0].item() if lam.ndim else lam.item()
+                raise ValueError(
+                    f"lam: expected a log-SNR in [log_snr(T), log_snr(0)] = [{lo:.6g}, {hi:.6g}], the range of"
+                    f" {type(self).__name__} on [0, T] = [0, {self.T}], got {first!r}"
+                )
         return self._t_from_log_snr(lam)
 
     def prior_sample(
@@ -228,6 +241,11 @@ class _VPFamily(SDE):
         T: float = 1.0,
         schedule: str | VPSchedule = "linear",
     ):
+        if not (isinstance(schedule, str) and schedule == "linear") and (beta_min, beta_max) != (0.1, 20.0):
+            raise ValueError(
+                f"beta_min, beta_max: only the linear schedule uses them, got beta_min={beta_min!r},"
+                f" beta_max={beta_max!r} with schedule={schedule!r} (leave them out, or use schedule='linear')"
+            )
         if isinstance(schedule, VPSchedule):
             self.schedule = schedule
         elif schedule == "linear":

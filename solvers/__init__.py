@@ -31,7 +31,7 @@ from .adaptive import AdaptiveRK, BogackiShampine, Dopri5, PIController
 from .base import AbstractODESolver, AbstractSDESolver, AbstractSolver, Solution, StepEvent, integrate
 from .grids import as_grid, grid_from_fn, uniform_grid
 from .langevin import MALA, ULA, LangevinResult, MALAStep, langevin, mala_step, ula_step
-from .noise import BrownianTree, GeneratorNoise, NoiseSource, SeededNoise
+from .noise import BrownianTree, GeneratorNoise, NoiseSource, PerSampleGenerators, SeededNoise, as_noise_source
 from .ode import RK4, ButcherTableau, Euler, ExplicitRK, Heun, Midpoint
 from .problems import ODE, SDE, time_reversed
 from .sde import SRA1, EulerMaruyama, StochasticHeun
@@ -48,7 +48,7 @@ __all__ = [
     # extension points
     "AbstractSolver", "AbstractODESolver", "AbstractSDESolver", "ExplicitRK", "AdaptiveRK", "ButcherTableau",
     # noise
-    "NoiseSource", "GeneratorNoise", "SeededNoise", "BrownianTree",
+    "NoiseSource", "GeneratorNoise", "SeededNoise", "BrownianTree", "PerSampleGenerators", "as_noise_source",
     # grids
     "uniform_grid", "grid_from_fn", "as_grid",
     # Langevin MCMC

@@ -16,9 +16,11 @@ Three sources, one protocol (`NoiseSource.bind`):
   area needed by strong-order-1.5 schemes.
 
 Random numbers for `SeededNoise` and `BrownianTree` come from a counter-based generator
-(a keyed integer hash of (seed, counter, element index) turned into normals by the
-Box-Muller transform), computed with tensor operations on the state's device: no host
-round trip, and the same integers on CPU and GPU.
+(SplitMix64 words keyed by 64-bit hashes of (seed, sample index, draw counter), turned into
+normals by the Box-Muller transform), computed with int64 tensor operations on the state's
+device: no host round trip, and the same integers on CPU and GPU. `PerSampleGenerators`
+(one `torch.Generator` per sample) and `as_noise_source` (what a sampling call's
+`generator=` may be) live here too.
 """
 
 from __future__ import annotations
@@ -33,137 +35,172 @@ from torch import Tensor
 
 from ._utils import as_real, describe
 
-__all__ = ["NoiseSource", "GeneratorNoise", "SeededNoise", "BrownianTree", "as_noise"]
+__all__ = ["NoiseSource", "GeneratorNoise", "SeededNoise", "BrownianTree", "PerSampleGenerators", "as_noise",
+           "as_noise_source", "check_seed", "SEED_RANGE"]
 
 Increment = Callable[[float, float], "Tensor | tuple[Tensor, Tensor]"]
 
 # ----------------------------------------------------------------------------------------
 # Counter-based random numbers
 # ----------------------------------------------------------------------------------------
+#
+# Every number is SplitMix64 (Steele, Lea & Flood 2014) evaluated at a counter: the 64-bit
+# finaliser H (a bijection of 64-bit words) applied to `key + k * GAMMA`. Keys are derived by
+# the same finaliser from (seed, sample index) and then from (key, draw counter, domain), so
+# a number is a function of (seed, sample, draw, element) alone. All arithmetic is on int64
+# tensors, which wrap modulo 2**64 (two's complement) on every torch backend; right shifts are
+# made logical by masking the sign-extended bits. Keys are 64-bit, so among n streams a
+# repeated key has probability about n**2 / 2**65 (1e-5 for 200 seeds x 65,536 samples).
 
-_M32 = 0xFFFFFFFF
 _M64 = 0xFFFFFFFFFFFFFFFF
-# Multipliers of a two-round xorshift-multiply 32-bit hash (C. Wellons, "hash-prospector",
-# low-bias variant). Both are < 2**31, so products of 32-bit values fit in int64 exactly.
-_K1, _K2 = 0x21F0AAAD, 0x735A2D97
+#: the golden-ratio increment of SplitMix64 (odd)
+_GAMMA = 0x9E3779B97F4A7C15
+#: the multipliers of SplitMix64's finaliser (Stafford's "Mix13")
+_MIX1, _MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 _DOMAIN_SEEDED = 0x5EED5EED
 _DOMAIN_TREE = 0x7EE7B0B0
 _DOMAIN_UNIFORM = 0x0F0F1234
+_DOMAIN_ONE_SEED = 0x51ED
+_DOMAIN_SEED_LIST = 0x5EEDC0DE
+#: the range of seeds: 64-bit unsigned integers
+SEED_RANGE = (0, 2 ** 64)
 
 
-def _mix32_(x: Tensor) -> Tensor:
-    """In-place 32-bit hash of an int64 tensor holding values in [0, 2**32)."""
-    x ^= x >> 16
-    x.mul_(_K1).bitwise_and_(_M32)
-    x ^= x >> 15
-    x.mul_(_K2).bitwise_and_(_M32)
-    x ^= x >> 15
-    return x
+def _signed(x: int) -> int:
+    """A 64-bit word as the int64 value with the same bits."""
+    x &= _M64
+    return x - 2 ** 64 if x >= 2 ** 63 else x
 
 
-def _mix32(x: int) -> int:
-    x &= _M32
-    x ^= x >> 16
-    x = (x * _K1) & _M32
-    x ^= x >> 15
-    x = (x * _K2) & _M32
-    x ^= x >> 15
+_GAMMA_S, _MIX1_S, _MIX2_S = _signed(_GAMMA), _signed(_MIX1), _signed(_MIX2)
+
+
+def _shr(x: Tensor, k: int) -> Tensor:
+    """Logical right shift of int64 words by k bits."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def _mix64_(x: Tensor) -> Tensor:
+    """SplitMix64's finaliser, in place on an int64 tensor (a bijection of 64-bit words)."""
+    x ^= _shr(x, 30)
+    x.mul_(_MIX1_S)
+    x ^= _shr(x, 27)
+    x.mul_(_MIX2_S)
+    x ^= _shr(x, 31)
     return x
 
 
 def _hash64(x: int) -> int:
-    """splitmix64's finaliser on a Python int; returns 64 bits."""
-    z = (x + 0x9E3779B97F4A7C15) & _M64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    """SplitMix64's finaliser on a Python int (the reference of `_mix64_`); returns 64 bits."""
+    z = x & _M64
+    z = ((z ^ (z >> 30)) * _MIX1) & _M64
+    z = ((z ^ (z >> 27)) * _MIX2) & _M64
     return z ^ (z >> 31)
 
 
-def _hash_to32(*words: int) -> int:
+def _word(*words: int) -> int:
+    """A 64-bit hash of a few 64-bit words (chained SplitMix64 steps)."""
     h = 0
     for w in words:
-        h = _hash64(h ^ (w & _M64))
-    return (h ^ (h >> 32)) & _M32
-
-
-_ELEMENT_HASHES: OrderedDict = OrderedDict()
-
-
-def _element_hashes(n: int, device: torch.device) -> Tensor:
-    """Hashes of the element counters 0..n-1 (cached per size and device)."""
-    key = (n, str(device))
-    h = _ELEMENT_HASHES.get(key)
-    if h is None:
-        h = torch.arange(n, dtype=torch.int64, device=device)
-        h.add_(0x6A09E667).bitwise_and_(_M32)
-        _mix32_(h)
-        _ELEMENT_HASHES[key] = h
-        if len(_ELEMENT_HASHES) > 16:
-            _ELEMENT_HASHES.popitem(last=False)
-    else:
-        _ELEMENT_HASHES.move_to_end(key)
+        h = _hash64(h + _GAMMA + (w & _M64))
     return h
 
 
-def _sample_keys(seed: Any, batch: int, device: torch.device, who: str) -> Tensor:
-    """One 32-bit key per sample, shape `(B,)`: from one int seed and the sample index, or
-    from a sequence/tensor of per-sample seeds."""
-    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
-        base = _hash_to32(int(seed), 0x51ED)
-        keys = torch.arange(batch, dtype=torch.int64, device=device)
-        keys.mul_(0x9E3779B1).add_(base).bitwise_and_(_M32)
-        return _mix32_(keys)
-    seeds = seed
-    if seeds.shape[0] != batch:
-        raise ValueError(f"noise: {who} holds {seeds.shape[0]} per-sample seeds, but the state has batch size "
-                         f"{batch}; pass one seed per sample")
-    seeds = seeds.to(device)
-    lo = seeds & _M32
-    hi = (seeds >> 32) & _M32
-    hi.bitwise_xor_(0x51ED)
-    _mix32_(hi)
-    lo ^= hi
-    lo.add_(0x2545F491).bitwise_and_(_M32)
-    return _mix32_(lo)
+_OFFSETS: OrderedDict = OrderedDict()
 
 
-def _check_seed(name: str, seed: Any) -> Any:
-    """An int, or a 1-D int64 tensor of per-sample seeds (kept on the CPU)."""
+def _element_offsets(n: int, device: torch.device) -> Tensor:
+    """`(k + 1) * GAMMA` for k = 0..n-1 as int64 words (cached per size and device)."""
+    key = (n, str(device))
+    h = _OFFSETS.get(key)
+    if h is None:
+        h = torch.arange(1, n + 1, dtype=torch.int64, device=device).mul_(_GAMMA_S)
+        _OFFSETS[key] = h
+        if len(_OFFSETS) > 16:
+            _OFFSETS.popitem(last=False)
+    else:
+        _OFFSETS.move_to_end(key)
+    return h
+
+
+def check_seed(name: str, seed: Any) -> Any:
+    """An int seed in [0, 2**64), or a 1-D int64 tensor of per-sample seeds (kept on the CPU).
+
+    Seeds outside the range are refused (never reduced modulo 2**64, which would make
+    `2**64` the same seed as `0`). A sequence of Python ints may use the whole range;
+    an integer tensor holds seeds in [0, 2**63).
+    """
+    lo, hi = SEED_RANGE
     if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
-        return int(seed)
+        seed = int(seed)
+        if not lo <= seed < hi:
+            raise ValueError(f"{name}: expected a seed in [0, 2**64), got {seed}")
+        return seed
     if isinstance(seed, Tensor):
         if seed.ndim != 1 or seed.numel() == 0 or seed.is_floating_point() or seed.is_complex() \
                 or seed.dtype == torch.bool:
             raise ValueError(f"{name}: expected an int or a 1-D integer tensor of per-sample seeds, "
                              f"got {describe(seed)}")
-        return seed.detach().to("cpu", torch.int64)
+        seed = seed.detach().to("cpu", torch.int64)
+        if bool((seed < 0).any()):
+            raise ValueError(f"{name}: expected seeds in [0, 2**64), got a negative seed "
+                             f"{int(seed[seed < 0][0])} in the tensor")
+        return seed
     if isinstance(seed, (list, tuple)) and seed and all(
             isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in seed):
         vals = []
         for s in seed:
             s = int(s)
-            if not -(2 ** 63) <= s < 2 ** 64:
-                raise ValueError(f"{name}: seeds must fit in 64 bits, got {s}")
-            vals.append(s - 2 ** 64 if s >= 2 ** 63 else s)
+            if not lo <= s < hi:
+                raise ValueError(f"{name}: expected seeds in [0, 2**64), got {s}")
+            vals.append(_signed(s))
         return torch.tensor(vals, dtype=torch.int64)
     raise TypeError(f"{name}: expected an int or a sequence of ints (one seed per sample), got {describe(seed)}")
 
 
+_check_seed = check_seed
+
+
+def _sample_keys(seed: Any, batch: int, device: torch.device, who: str) -> Tensor:
+    """One 64-bit key per sample, shape `(B,)` int64.
+
+    One int seed $s$: key$_b$ = H(w(s) + (b + 1) GAMMA), the SplitMix64 stream of the seed's word
+    w(s), one word per sample index. A sequence of seeds: key$_b$ = H(w'(s_b)), a function of
+    sample b's own seed only.
+    """
+    if isinstance(seed, int):
+        keys = _element_offsets(batch, torch.device(device)).clone()
+        keys.add_(_signed(_word(seed, _DOMAIN_ONE_SEED)))
+        return _mix64_(keys)
+    seeds = seed
+    if seeds.shape[0] != batch:
+        raise ValueError(f"noise: {who} holds {seeds.shape[0]} per-sample seeds, but the state has batch size "
+                         f"{batch}; pass one seed per sample")
+    keys = seeds.to(device).clone()
+    keys.add_(_signed(_word(_DOMAIN_SEED_LIST)))
+    _mix64_(keys)
+    keys.add_(_GAMMA_S)
+    return _mix64_(keys)
+
+
 def _bits(keys: Tensor, counter: int, domain: int, n: int) -> Tensor:
-    """`(B, n)` pseudo-random 32-bit integers (in int64) for the given counter."""
-    k = keys ^ _hash_to32(counter, domain)
-    k = _mix32_(k).unsqueeze(1)
-    u = _element_hashes(n, keys.device) ^ k
-    _mix32_(u)
-    u.add_(k).bitwise_and_(_M32)
-    return _mix32_(u)
+    """`(B, n)` pseudo-random 64-bit words (int64) for draw number `counter`.
+
+    The draw's key is H(key + w(counter, domain)); its words are SplitMix64's stream from it,
+    H(draw key + (k + 1) GAMMA) for k = 0..n-1.
+    """
+    k = keys + _signed(_word(counter, domain))
+    _mix64_(k)
+    u = k.unsqueeze(1) + _element_offsets(n, keys.device)
+    return _mix64_(u)
 
 
 def _unit(u: Tensor, dtype: torch.dtype) -> Tensor:
-    """Map 32-bit integers to floats uniform in the open interval (0, 1)."""
+    """Map 64-bit words to floats uniform in the open interval (0, 1): the top 53 bits for
+    float64, the top 24 for float32 (so a float32 draw is the float64 one rounded)."""
     if dtype == torch.float64:
-        return u.to(torch.float64).add_(0.5).mul_(2.0 ** -32)
-    return (u >> 8).to(torch.float32).add_(0.5).mul_(2.0 ** -24)
+        return _shr(u, 11).to(torch.float64).add_(0.5).mul_(2.0 ** -53)
+    return _shr(u, 40).to(torch.float32).add_(0.5).mul_(2.0 ** -24)
 
 
 def counter_normal(keys: Tensor, counter: int, domain: int, sample_shape: Sequence[int],
@@ -688,3 +725,106 @@ def as_noise(noise: Any) -> NoiseSource:
         return noise
     raise TypeError(f"noise: expected None, a torch.Generator or a NoiseSource (GeneratorNoise, SeededNoise, "
                     f"BrownianTree), got {describe(noise)}")
+
+
+# ----------------------------------------------------------------------------------------
+# One generator per sample, and the sources a sampling call accepts
+# ----------------------------------------------------------------------------------------
+
+
+class PerSampleGenerators(NoiseSource):
+    r"""One `torch.Generator` per sample: sample $b$ draws all its noise from generator $b$.
+
+    A sample's noise then depends only on its own generator, never on the batch around it.
+    Each draw loops over the batch (one small kernel per sample), so for large batches
+    prefer a list of integer seeds (`SeededNoise`: a counter-based stream per sample, one
+    kernel per draw).
+
+    Arguments:
+        generators: a sequence of `torch.Generator`, one per sample, on the state's device.
+    """
+
+    def __init__(self, generators: Sequence[torch.Generator]):
+        generators = list(generators)
+        if not generators or not all(isinstance(g, torch.Generator) for g in generators):
+            raise TypeError("generator: expected a non-empty sequence of torch.Generator, one per sample")
+        self.generators = generators
+
+    def _check(self, shape, device) -> None:
+        if shape[0] != len(self.generators):
+            raise ValueError(
+                f"generator: got {len(self.generators)} per-sample generators for a batch of {shape[0]}:"
+                " pass one generator per sample"
+            )
+        for g in self.generators:
+            if torch.device(g.device).type != torch.device(device).type:
+                raise ValueError(f"generator: a generator lives on {g.device} but the state is on {device}")
+
+    def standard_normal(self, shape, dtype, device) -> Tensor:
+        shape = tuple(shape)
+        self._check(shape, device)
+        return torch.stack([torch.randn(shape[1:], generator=g, dtype=dtype, device=device) for g in self.generators])
+
+    def uniform(self, shape, dtype, device) -> Tensor:
+        shape = tuple(shape)
+        self._check(shape, device)
+        return torch.stack([torch.rand(shape[1:], generator=g, dtype=dtype, device=device) for g in self.generators])
+
+    def bind(self, shape, dtype, device, *, levy_area=False, span=None):
+        shape = tuple(shape)
+        self._check(shape, device)
+
+        def increment(t_cur: float, t_next: float) -> Tensor:
+            return self.standard_normal(shape, dtype, device).mul_(math.sqrt(abs(t_next - t_cur)))
+
+        def increment_levy(t_cur: float, t_next: float) -> tuple[Tensor, Tensor]:
+            # dW = sqrt|h| xi_1, dZ = h (dW / 2 + sqrt(|h| / 12) xi_2) (Kloeden & Platen 1992, 10.4)
+            h = t_next - t_cur
+            xi = self.standard_normal((shape[0], 2, *shape[1:]), dtype, device)
+            dw = xi[:, 0] * math.sqrt(abs(h))
+            return dw, _levy_from_normals(dw, xi[:, 1], h)
+
+        return increment_levy if levy_area else increment
+
+    def __repr__(self) -> str:
+        return f"PerSampleGenerators(<{len(self.generators)} generators>)"
+
+
+def as_noise_source(generator: Any, batch: int) -> NoiseSource:
+    r"""The noise source of a sampling call, from what the user passed as `generator`.
+
+    * `None`: torch's global generator (`torch.manual_seed` controls it);
+    * a `torch.Generator`: draws from it (reproducible for a given batch);
+    * an `int` seed in $[0, 2^{64})$: one counter-based stream per sample, keyed by `(seed, b)`;
+    * a sequence of `int` seeds (or an integer tensor), one per sample: sample $b$'s noise
+      depends on its seed alone, so a sample is the same in any batch;
+    * a sequence of `torch.Generator`, one per sample: the same invariance, drawn per sample;
+    * a noise source (`GeneratorNoise`, `SeededNoise`, `PerSampleGenerators`; a `BrownianTree`
+      gives increments only).
+
+    Arguments:
+        generator: one of the above.
+        batch: the batch size $B$ (per-sample seeds and generators must number $B$).
+    """
+    if generator is None or isinstance(generator, torch.Generator):
+        return GeneratorNoise(generator)
+    if isinstance(generator, NoiseSource):
+        return generator
+    if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
+        return SeededNoise(check_seed("generator", generator))
+    if isinstance(generator, Tensor) or (isinstance(generator, (list, tuple)) and generator):
+        if not isinstance(generator, Tensor) and all(isinstance(g, torch.Generator) for g in generator):
+            gens = PerSampleGenerators(generator)
+            gens._check((batch,), gens.generators[0].device)
+            return gens
+        check_seed("generator", list(generator) if isinstance(generator, tuple) else generator)
+        seeds = SeededNoise(list(generator) if isinstance(generator, tuple) else generator)
+        if seeds.n_seeds is not None and seeds.n_seeds != batch:
+            raise ValueError(
+                f"generator: got {seeds.n_seeds} per-sample seeds for a batch of {batch}: pass one seed per sample"
+            )
+        return seeds
+    raise TypeError(
+        "generator: expected None, a torch.Generator, an int seed, a sequence of seeds or generators"
+        f" (one per sample) or a solvers noise source, got {type(generator).__name__}"
+    )

@@ -5,6 +5,7 @@ from .run import sample
 from .exponential import DPMSolverPP, UniPC
 from .fitted import FittedGrid, fit_grid
 from .mean_shift import MeanShiftGuidance
+from .imputation import Imputation, repaint_schedule
 from .langevin import AnnealedLangevin, ncsn_levels, ncsn_ratio, ncsn_sigma_max, ncsn_step_size
 from .ode import DDIM, EDMHeun
 from .reverse import Ancestral, LangevinCorrector, PredictorCorrector, ReverseDiffusion
@@ -35,4 +36,6 @@ __all__ = [
     "FittedGrid",
     "fit_grid",
     "MeanShiftGuidance",
+    "Imputation",
+    "repaint_schedule",
 ]

@@ -21,9 +21,8 @@ $\sigma_i^2 - \sigma_{i-1}^2$ for the VE SDE).
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar
 
 import solvers
 import torch
@@ -38,91 +37,10 @@ ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
 
 # ---------------------------------------------------------------------- noise
-class PerSampleGenerators(solvers.NoiseSource):
-    r"""One `torch.Generator` per sample: sample $b$ draws all its noise from generator $b$.
-
-    A sample's noise then depends only on its own generator, never on the batch around it.
-    Each draw loops over the batch (one small kernel per sample), so for large batches
-    prefer a list of integer seeds (a counter-based stream per sample, one kernel per draw).
-
-    Arguments:
-        generators: a sequence of `torch.Generator`, one per sample, on the state's device.
-    """
-
-    def __init__(self, generators: Sequence[torch.Generator]):
-        generators = list(generators)
-        if not generators or not all(isinstance(g, torch.Generator) for g in generators):
-            raise TypeError("generator: expected a non-empty sequence of torch.Generator, one per sample")
-        self.generators = generators
-
-    def _check(self, shape, device) -> None:
-        if shape[0] != len(self.generators):
-            raise ValueError(
-                f"generator: got {len(self.generators)} per-sample generators for a batch of {shape[0]}:"
-                " pass one generator per sample"
-            )
-        for g in self.generators:
-            if torch.device(g.device).type != torch.device(device).type:
-                raise ValueError(f"generator: a generator lives on {g.device} but the state is on {device}")
-
-    def standard_normal(self, shape, dtype, device) -> Tensor:
-        shape = tuple(shape)
-        self._check(shape, device)
-        return torch.stack([torch.randn(shape[1:], generator=g, dtype=dtype, device=device) for g in self.generators])
-
-    def bind(self, shape, dtype, device, *, levy_area=False, span=None):
-        shape = tuple(shape)
-        self._check(shape, device)
-
-        def increment(t_cur: float, t_next: float) -> Tensor:
-            return self.standard_normal(shape, dtype, device).mul_(math.sqrt(abs(t_next - t_cur)))
-
-        def increment_levy(t_cur: float, t_next: float) -> tuple[Tensor, Tensor]:
-            # dW = sqrt|h| xi_1, dZ = h (dW / 2 + sqrt(|h| / 12) xi_2) (Kloeden & Platen 1992, 10.4)
-            h = t_next - t_cur
-            xi = self.standard_normal((shape[0], 2, *shape[1:]), dtype, device)
-            dw = xi[:, 0] * math.sqrt(abs(h))
-            return dw, h * (0.5 * dw + math.sqrt(abs(h) / 12.0) * xi[:, 1])
-
-        return increment_levy if levy_area else increment
-
-    def __repr__(self) -> str:
-        return f"PerSampleGenerators(<{len(self.generators)} generators>)"
-
-
-def as_noise_source(generator: Any, batch: int):
-    r"""The noise source of a sampling call, from what the user passed as `generator`.
-
-    * `None`: torch's global generator (`torch.manual_seed` controls it);
-    * a `torch.Generator`: draws from it (reproducible for a given batch);
-    * an `int` seed: one counter-based stream per sample, keyed by `(seed, b)`;
-    * a sequence of `int` seeds (or an integer tensor), one per sample: sample $b$'s noise
-      depends on its seed alone, so a sample is the same in any batch;
-    * a sequence of `torch.Generator`, one per sample: the same invariance, drawn per sample;
-    * a `solvers` noise source (`GeneratorNoise`, `SeededNoise`; a `BrownianTree` gives
-      increments only, for `ReverseSDESampler` with `x_init`).
-    """
-    if generator is None or isinstance(generator, torch.Generator):
-        return solvers.GeneratorNoise(generator)
-    if isinstance(generator, solvers.NoiseSource):
-        return generator
-    if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
-        return solvers.SeededNoise(int(generator))
-    if isinstance(generator, Tensor) or (isinstance(generator, (list, tuple)) and generator):
-        if all(isinstance(g, torch.Generator) for g in generator):
-            gens = PerSampleGenerators(generator)
-            gens._check((batch,), gens.generators[0].device)
-            return gens
-        seeds = solvers.SeededNoise(generator if not isinstance(generator, tuple) else list(generator))
-        if seeds.n_seeds is not None and seeds.n_seeds != batch:
-            raise ValueError(
-                f"generator: got {seeds.n_seeds} per-sample seeds for a batch of {batch}: pass one seed per sample"
-            )
-        return seeds
-    raise TypeError(
-        "generator: expected None, a torch.Generator, an int seed, a sequence of seeds or generators"
-        f" (one per sample) or a solvers noise source, got {type(generator).__name__}"
-    )
+# The noise sources of a sampling call live in `solvers.noise` (they know nothing of diffusion);
+# they are re-exported here and from `scoresde.samplers`.
+PerSampleGenerators = solvers.PerSampleGenerators
+as_noise_source = solvers.as_noise_source
 
 
 # ---------------------------------------------------------------------- checked score
@@ -142,6 +60,11 @@ class _CheckedScore:
             got = f"shape {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
             raise ValueError(f"score: expected an output shaped like x, {tuple(x.shape)}, got {got}")
         if out.dtype != x.dtype:
+            if not out.is_floating_point():
+                raise TypeError(
+                    f"score: expected a real floating-point output like x ({x.dtype}), got dtype {out.dtype}"
+                    " (an integer, bool or complex score would be cast silently)"
+                )
             out = out.to(x.dtype)
         self.nfe += 1
         first = torch.isnan(self._bad_t) & ~torch.isfinite(out).all()
@@ -201,6 +124,17 @@ class SamplingContext:
         #: whether a final step into zero noise follows the last step (Tweedie's or the flow's, one
         #: evaluation; multistep samplers count it when lowering their final orders).
         self.final_denoise = bool(denoise) and not self.ends_noise_free
+
+    def tail(self, k: int) -> "SamplingContext":
+        """The same call from grid index `k` on: the grid and its coefficients from $t_k$, sharing
+        the score (and its evaluation count) and the noise source. A sampler restarted on it
+        (RePaint's jump back) sees $t_k$ as its first time, so multistep methods warm up again."""
+        c = object.__new__(SamplingContext)
+        c.__dict__.update(self.__dict__)
+        c.ts, c.alpha, c.sigma, c.lam = self.ts[k:], self.alpha[k:], self.sigma[k:], self.lam[k:]
+        c.times, c.lams, c.t_grid = self.times[k:], self.lams[k:], self.t_grid[k:]
+        c.steps = self.steps - k
+        return c
 
     # -- coefficient helpers
     def b(self, v: Tensor) -> Tensor:
@@ -293,6 +227,16 @@ class Sampler:
     def evaluations(self, steps: int) -> int:
         """Score evaluations of a run with `steps` steps (without the optional final denoising)."""
         return steps
+
+    def moves(self, steps: int) -> int:
+        """The number of steps a run reports to callbacks and the progress bar (`steps`; more for
+        a wrapper that revisits the grid, as RePaint's resampling does)."""
+        return steps
+
+    def finalize(self, ctx: "SamplingContext", x: Tensor) -> Tensor:
+        """Called once on the result, after the optional final denoising (the identity; a wrapper
+        such as [`Imputation`][scoresde.samplers.imputation.Imputation] sets its known part)."""
+        return x
 
     def check(self, sde, ts: Tensor) -> None:
         """Check, once before the loop, that this sampler can run `sde` on the grid `ts`."""

@@ -7,6 +7,7 @@ last step into zero noise. The defaults it applies live in
 
 from __future__ import annotations
 
+import inspect
 import numbers
 from typing import Any, Callable, Sequence
 
@@ -19,7 +20,8 @@ from ..grids import TimeGrid, check_grid
 from . import defaults
 from .base import Sampler, SamplingContext, ScoreFn, StepInfo, as_noise_source
 
-__all__ = ["sample", "final_step", "check_denoise", "DENOISE_MODES"]
+__all__ = ["sample", "final_step", "check_denoise", "DENOISE_MODES", "check_steps", "check_device", "check_dtype",
+           "check_score_callable", "check_progress"]
 
 
 def _check_shape(shape) -> tuple[int, ...]:
@@ -32,6 +34,94 @@ def _check_shape(shape) -> tuple[int, ...]:
     if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in shape):
         raise ValueError(f"shape: expected positive ints (B, ...), got {tuple(shape)!r}")
     return tuple(int(s) for s in shape)
+
+
+def check_steps(name: str, steps: Any) -> int:
+    """`steps` as a Python int >= 1 (numpy and other integral types accepted, as for `shape`)."""
+    if isinstance(steps, numbers.Integral) and not isinstance(steps, bool):
+        steps = int(steps)
+    return check_int(name, steps)
+
+
+def check_device(device: Any) -> torch.device:
+    """`device` as a `torch.device` that exists here; a clear error for a bad name, a missing accelerator or meta."""
+    if isinstance(device, bool) or not isinstance(device, (str, torch.device, int)):
+        raise TypeError(f"device: expected a torch.device or a name such as 'cpu' or 'cuda', got {device!r}")
+    if isinstance(device, int):
+        if device < 0:
+            raise ValueError(f"device: expected an accelerator index >= 0 or a device name, got {device!r}")
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device: {device!r} names an accelerator by index, but none is available here"
+                " (torch.cuda.is_available() is False); use 'cpu'"
+            )
+        device = torch.device("cuda", device)
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device: expected a device name such as 'cpu', 'cuda' or 'cuda:1', got {device!r}") from None
+    if d.type == "meta":
+        raise ValueError(f"device: {device!r} holds no values to sample; use 'cpu' or an accelerator")
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device: {device!r} asks for CUDA, but torch.cuda.is_available() is False here (no CUDA device or a"
+                " CPU-only build of torch); use 'cpu'"
+            )
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise ValueError(f"device: {device!r}, but there are {torch.cuda.device_count()} CUDA devices")
+    elif d.type != "cpu":
+        backend = getattr(torch.backends, d.type, None) or getattr(torch, d.type, None)
+        available = getattr(backend, "is_available", None)
+        if callable(available) and not available():
+            raise ValueError(f"device: {device!r} is not available here; use 'cpu'")
+    return d
+
+
+def check_dtype(dtype: Any) -> torch.dtype:
+    """`dtype` as a floating-point `torch.dtype`; a clear error for strings, numpy dtypes and integer types."""
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype: expected a torch.dtype such as torch.float32 or torch.float64, got {dtype!r}")
+    if not dtype.is_floating_point:
+        raise TypeError(f"dtype: expected a floating-point dtype, got {dtype}")
+    return dtype
+
+
+def check_score_callable(score: Any) -> None:
+    """Raise unless `score` is a callable that accepts `(x, t)`."""
+    if not callable(score):
+        raise TypeError(f"score: expected a callable score(x, t), got {type(score).__name__}")
+    try:
+        signature = inspect.signature(score)
+    except (TypeError, ValueError):  # builtins and some C extensions have none: trust the call
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        name = getattr(score, "__name__", type(score).__name__)
+        raise TypeError(
+            f"score: expected a callable score(x, t) taking the state and the time, got {name}{signature}"
+        ) from None
+
+
+def _check_model_matches(score: Any, dtype: torch.dtype, device: torch.device) -> None:
+    """A network (an nn.Module, or a bound method of one) whose parameters disagree with the state."""
+    net = score if isinstance(score, torch.nn.Module) else getattr(score, "__self__", None)
+    if not isinstance(net, torch.nn.Module):
+        return
+    p = next((p for p in net.parameters() if p.is_floating_point()), None)
+    if p is None:
+        return
+    if p.dtype != dtype:
+        raise ValueError(
+            f"score: the model's parameters are {p.dtype} but the state is {dtype}; sample with dtype={p.dtype}"
+            f" or convert the model with .to({dtype})"
+        )
+    if p.device.type != device.type:
+        raise ValueError(
+            f"score: the model's parameters are on {p.device} but the state is on {device}; sample with"
+            f" device={str(p.device)!r} or move the model with .to({str(device)!r})"
+        )
 
 
 #: the final steps `sample(..., denoise=...)` knows: True means "tweedie"
@@ -82,6 +172,25 @@ def final_step(ctx: SamplingContext, x: Tensor, how: str) -> Tensor:
     return x0
 
 
+def check_progress(progress: Any) -> None:
+    """`progress` is a bool, None or a dict of tqdm keyword arguments that tqdm accepts."""
+    if progress is None or isinstance(progress, bool):
+        return
+    if not isinstance(progress, dict):
+        raise TypeError(f"progress: expected a bool or a dict of tqdm keyword arguments, got {progress!r}")
+    from tqdm.auto import tqdm
+
+    import io
+
+    # tqdm checks its keywords only when enabled: build one that writes to a buffer
+    kwargs = {k: v for k, v in progress.items() if k not in ("total", "file", "disable")}
+    kwargs["file"] = io.StringIO()
+    try:
+        tqdm(total=1, **kwargs).close()
+    except Exception as err:  # tqdm's own TqdmKeyError, or a TypeError for a bad value
+        raise TypeError(f"progress: tqdm does not accept these keyword arguments, {sorted(progress)}: {err}") from None
+
+
 def _make_progress(progress, total: int, name: str):
     if progress is False or progress is None:
         return None
@@ -89,6 +198,7 @@ def _make_progress(progress, total: int, name: str):
 
     kwargs = dict(progress) if isinstance(progress, dict) else {}
     kwargs.setdefault("desc", name)
+    kwargs.pop("total", None)
     return tqdm(total=total, **kwargs)
 
 
@@ -159,8 +269,8 @@ def sample(
 
     if not isinstance(sde, SDE):
         raise TypeError(f"sde: expected a scoresde.SDE (VPSDE, SubVPSDE, VESDE, ...), got {type(sde).__name__}")
-    if not callable(score):
-        raise TypeError(f"score: expected a callable score(x, t), got {type(score).__name__}")
+    check_score_callable(score)
+    check_progress(progress)
     if sampler is None:  # the default recipe: sampler, grid, end time and final step (see defaults.py)
         sampler, steps, grid, t_end, denoise = defaults.default_recipe(sde, steps, grid, t_end, denoise)
     if not isinstance(sampler, Sampler):
@@ -181,6 +291,18 @@ def sample(
             raise ValueError("x_init: expected a tensor of shape (B, ...), got a 0-d tensor")
         if shape is not None and tuple(shape) != tuple(x_init.shape):
             raise ValueError(f"shape: expected the shape of x_init, {tuple(x_init.shape)}, got {tuple(shape)}")
+        if dtype is not None and check_dtype(dtype) != x_init.dtype:
+            raise ValueError(
+                f"dtype: the state takes x_init's dtype, {x_init.dtype}, but dtype={dtype}; leave dtype out or"
+                f" convert x_init with .to({dtype})"
+            )
+        if device is not None:
+            d = check_device(device)
+            if d.type != x_init.device.type or (d.index is not None and d.index != x_init.device.index):
+                raise ValueError(
+                    f"device: the state takes x_init's device, {x_init.device}, but device={device!r}; leave device"
+                    f" out or move x_init with .to({str(d)!r})"
+                )
         shape, device, dtype = tuple(x_init.shape), x_init.device, x_init.dtype
     else:
         if shape is None:
@@ -188,10 +310,9 @@ def sample(
         shape = _check_shape(shape)
         if device is None:
             device = generator.device if isinstance(generator, torch.Generator) else torch.device("cpu")
-        device = torch.device(device)
-        dtype = torch.get_default_dtype() if dtype is None else dtype
-        if not dtype.is_floating_point:
-            raise TypeError(f"dtype: expected a floating-point dtype, got {dtype}")
+        device = check_device(device)
+        dtype = torch.get_default_dtype() if dtype is None else check_dtype(dtype)
+    _check_model_matches(score, dtype, torch.device(device))
 
     # -- the grid
     if grid is None:
@@ -203,13 +324,13 @@ def sample(
     if isinstance(grid, TimeGrid):
         if steps is None:
             steps = grid.fixed_steps or sampler.default_steps
-        steps = check_int("steps", steps)
+        steps = check_steps("steps", steps)
         ts = grid(sde, steps, t_end, device=device, dtype=dtype)
     elif isinstance(grid, Tensor):
         if t_end is not None:
             raise ValueError("t_end: an explicit grid already fixes the end time; pass one or the other")
         ts = check_grid("grid", grid, sde.T).to(device=device, dtype=dtype)
-        if steps is not None and check_int("steps", steps) != ts.numel() - 1:
+        if steps is not None and check_steps("steps", steps) != ts.numel() - 1:
             raise ValueError(f"steps: the grid has {ts.numel() - 1} steps, got steps={steps}")
     else:
         raise TypeError(
@@ -218,7 +339,7 @@ def sample(
     sampler.check(sde, ts)
 
     noise = as_noise_source(generator, shape[0])
-    bar = _make_progress(progress, None if sampler.adaptive else ts.numel() - 1, type(sampler).__name__)
+    bar = _make_progress(progress, None if sampler.adaptive else sampler.moves(ts.numel() - 1), type(sampler).__name__)
     try:
         with torch.no_grad(), validation(False):
             if x_init is None:
@@ -244,6 +365,7 @@ def sample(
             x = sampler.run(ctx, x, report)
             if denoise is not None:
                 x = final_step(ctx, x, denoise)
+            x = sampler.finalize(ctx, x)
     finally:
         if bar is not None:
             bar.close()

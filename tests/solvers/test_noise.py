@@ -126,3 +126,93 @@ def test_generator_noise_reproducible():
     assert abs(dw.var().item() / 0.2 - 1) < 0.05
     assert abs(dz.var().item() / (0.2 ** 3 / 3) - 1) < 0.05
     assert abs((dw * dz).mean().item() / (h * abs(h) / 2) - 1) < 0.05
+
+
+# ---------------------------------------------------------------------- 64-bit keyed streams
+def test_int64_mixing_matches_the_reference_on_the_host():
+    """The tensor finaliser (int64 arithmetic wrapping modulo 2**64, masked right shifts) equals
+    SplitMix64's finaliser on Python ints, bit for bit, on random words including the sign bit."""
+    from solvers.noise import _hash64, _mix64_, _signed
+
+    rng = __import__("random").Random(0)
+    words = [rng.getrandbits(64) for _ in range(4000)] + [0, 1, 2 ** 63 - 1, 2 ** 63, 2 ** 64 - 1]
+    out = _mix64_(torch.tensor([_signed(w) for w in words], dtype=torch.int64)).tolist()
+    assert [o & (2 ** 64 - 1) for o in out] == [_hash64(w) for w in words]
+
+
+def test_no_repeated_streams_in_200_seeds_of_65536_samples():
+    """Each (seed, sample) gets its own 64-bit key: none repeats among 200 int seeds x 65,536
+    samples (the old 32-bit affine keys repeated 46,798 times here), and the pair the old keys
+    made equal (seed 3 sample 581, seed 143 sample 19319) now differs. The first draw of each
+    stream is a bijective function of its key, so distinct keys give distinct streams."""
+    from solvers.noise import _sample_keys
+
+    keys = torch.cat([_sample_keys(s, 65536, torch.device("cpu"), "test") for s in range(200)])
+    assert torch.unique(keys).numel() == 200 * 65536
+    a = solvers.SeededNoise(3).standard_normal((600, 2), F64, "cpu")[581]
+    b = solvers.SeededNoise(143).standard_normal((19320, 2), F64, "cpu")[19319]
+    assert not torch.equal(a, b)
+    # per-sample seed lists: keys depend on the seed alone, and seeds 0..2**20 never collide
+    seeds = torch.arange(2 ** 20)
+    assert torch.unique(_sample_keys(seeds, seeds.numel(), torch.device("cpu"), "test")).numel() == 2 ** 20
+
+
+@pytest.mark.parametrize("form", ["int-seed", "seed-list", "sample-index"])
+def test_neighbouring_seeds_are_uncorrelated(form):
+    """Streams of neighbouring seeds (s, s + 1), or of neighbouring samples b, b + 1 of one seed,
+    are independent: over 200 pairs of 4096 normals each, the sample correlations r_k satisfy
+    sum_k n r_k^2 ~ chi-square(200) under independence (level 1e-3), and each |r_k| < 4.5 / sqrt(n)."""
+    n, pairs = 4096, 200
+    stats_ = []
+    for s in range(pairs):
+        if form == "int-seed":
+            a = solvers.SeededNoise(s).standard_normal((1, n), F64, "cpu")[0]
+            b = solvers.SeededNoise(s + 1).standard_normal((1, n), F64, "cpu")[0]
+        elif form == "seed-list":
+            z = solvers.SeededNoise([1000 + s, 1001 + s]).standard_normal((2, n), F64, "cpu")
+            a, b = z[0], z[1]
+        else:
+            z = solvers.SeededNoise(s).standard_normal((2, n), F64, "cpu")
+            a, b = z[0], z[1]
+        r = torch.corrcoef(torch.stack([a, b]))[0, 1].item()
+        assert abs(r) < 4.5 / math.sqrt(n)
+        stats_.append(n * r * r)
+    assert stats.chi2.sf(sum(stats_), pairs) > 1e-3
+
+
+def test_float32_draws_are_the_float64_draws_rounded():
+    """The same seed gives the same numbers in float32 and float64, up to float32 rounding (the
+    float32 uniforms are the float64 ones' top 24 bits)."""
+    z64 = solvers.SeededNoise(9).standard_normal((64, 5), F64, "cpu")
+    z32 = solvers.SeededNoise(9).standard_normal((64, 5), torch.float32, "cpu")
+    # uniforms quantised to 2**-24 and float32 log/cos: errors of a few 1e-6 times |dz/du| ~ |z|
+    torch.testing.assert_close(z32.double(), z64, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", [-1, 2 ** 64, [0, -3], [2 ** 64], torch.tensor([1, -2])])
+def test_seeds_outside_64_bits_are_refused(seed):
+    """Seeds are 64-bit unsigned: nothing outside [0, 2**64) is reduced modulo 2**64 (which made
+    generator=2**64 the same as generator=0)."""
+    with pytest.raises(ValueError, match=r"seed: expected (a seed|seeds) in \[0, 2\*\*64\)"):
+        solvers.SeededNoise(seed)
+    with pytest.raises(ValueError, match=r"generator: expected (a seed|seeds) in \[0, 2\*\*64\)"):
+        solvers.as_noise_source(seed, 1 if isinstance(seed, int) else len(seed))
+
+
+def test_full_range_seeds_are_distinct():
+    """The top of the range is usable and distinct from the bottom: 2**64 - 1 is not 0, 2**63 is not 0."""
+    z = [solvers.SeededNoise(s).standard_normal((2, 3), F64, "cpu") for s in (0, 2 ** 63, 2 ** 64 - 1)]
+    assert not torch.equal(z[0], z[1]) and not torch.equal(z[0], z[2]) and not torch.equal(z[1], z[2])
+    w = solvers.SeededNoise([0, 2 ** 63, 2 ** 64 - 1]).standard_normal((3, 3), F64, "cpu")
+    assert len({tuple(r.tolist()) for r in w}) == 3
+
+
+def test_noise_sources_live_in_solvers_and_stay_importable_from_scoresde():
+    import scoresde.samplers as samplers
+
+    assert samplers.PerSampleGenerators is solvers.PerSampleGenerators
+    assert samplers.as_noise_source is solvers.as_noise_source
+    g = [torch.Generator().manual_seed(k) for k in range(3)]
+    src = solvers.as_noise_source(g, 3)
+    assert isinstance(src, solvers.PerSampleGenerators)
+    assert src.uniform((3, 2), F64, "cpu").shape == (3, 2)
