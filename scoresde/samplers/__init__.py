@@ -4,6 +4,7 @@ from .base import PerSampleGenerators, Sampler, SamplingContext, StepInfo, as_no
 from .run import sample
 from .exponential import DPMSolverPP, UniPC
 from .fitted import FittedGrid, fit_grid
+from .lms import LMS
 from .langevin import AnnealedLangevin, ncsn_levels, ncsn_ratio, ncsn_sigma_max, ncsn_step_size
 from .ode import DDIM, EDMHeun
 from .reverse import Ancestral, LangevinCorrector, PredictorCorrector, ReverseDiffusion
@@ -31,6 +32,7 @@ __all__ = [
     "EDMHeun",
     "DPMSolverPP",
     "UniPC",
+    "LMS",
     "FittedGrid",
     "fit_grid",
 ]
