@@ -17,6 +17,7 @@ import scoresde
 from scoresde import (
     DDIM,
     LMS,
+    Ancestral,
     DPMSolverPP,
     EDMHeun,
     GaussianMixture,
@@ -182,9 +183,9 @@ def test_edm_deterministic_sampler_is_edm_heun_with_final_denoising():
 
 
 # ---------------------------------------------------------------------- score_sde_pytorch
-def _score_sde_pc_vp(score_fn, x, gen, N, snr, n_steps, eps=1e-3, beta_min=0.1, beta_max=20.0):
-    """score_sde_pytorch's `pc_sampler` with `ReverseDiffusionPredictor` and `LangevinCorrector`
-    on its `VPSDE(N=N)` (sde_lib.py, sampling.py), written out; returns x (`denoise=False`)."""
+def _score_sde_pc_vp(score_fn, x, gen, N, snr, n_steps, predictor, eps=1e-3, beta_min=0.1, beta_max=20.0):
+    """score_sde_pytorch's `pc_sampler` with `ReverseDiffusionPredictor` or `AncestralSamplingPredictor` and
+    `LangevinCorrector` on its `VPSDE(N=N)` (sde_lib.py, sampling.py), written out; returns x (`denoise=False`)."""
     discrete_betas = torch.linspace(beta_min / N, beta_max / N, N, dtype=torch.float64)
     alphas = 1.0 - discrete_betas
     randn_like = lambda v: torch.randn(v.shape, generator=gen, dtype=v.dtype)  # noqa: E731
@@ -202,8 +203,15 @@ def _score_sde_pc_vp(score_fn, x, gen, N, snr, n_steps, eps=1e-3, beta_min=0.1, 
             step_size = (snr * noise_norm / grad_norm) ** 2 * 2 * alpha
             x_mean = x + step_size[:, None] * grad
             x = x_mean + torch.sqrt(step_size * 2)[:, None] * noise
-        # ReverseDiffusionPredictor.update_fn: rsde.discretize = (f - G^2 score, G)
         beta = discrete_betas[timestep]
+        if predictor == "ancestral":
+            # AncestralSamplingPredictor.vpsde_update_fn
+            score = score_fn(x, vec_t)
+            x_mean = (x + beta[:, None] * score) / torch.sqrt(1.0 - beta)[:, None]
+            noise = randn_like(x)
+            x = x_mean + torch.sqrt(beta)[:, None] * noise
+            continue
+        # ReverseDiffusionPredictor.update_fn: rsde.discretize = (f - G^2 score, G)
         f = torch.sqrt(alphas[timestep])[:, None] * x - x
         G = torch.sqrt(beta)
         rev_f = f - G[:, None] ** 2 * score_fn(x, vec_t)
@@ -213,14 +221,16 @@ def _score_sde_pc_vp(score_fn, x, gen, N, snr, n_steps, eps=1e-3, beta_min=0.1, 
     return x
 
 
-def test_score_sde_pc_sampler_is_predictor_corrector_on_the_chains_interpolated_sde():
+@pytest.mark.parametrize("predictor", ["reverse_diffusion", "ancestral"])
+def test_score_sde_pc_sampler_is_predictor_corrector_on_the_chains_interpolated_sde(predictor):
     """The DDPM chain's interpolated SDE on its own times k/N (transitions = score_sde's discrete betas),
-    the network called at score_sde's times, the corrector first with batch-mean norms and no cap."""
+    the network called at score_sde's times, the corrector first with batch-mean norms and no cap; score_sde's
+    ancestral predictor draws with the transition variance beta."""
     N, snr, eps = 40, 0.16, 1e-3
     linear = VPSDE()
     exact = MIX.diffused(linear)
     x_T = _noise(seed=4)
-    ref = _score_sde_pc_vp(exact.score, x_T.clone(), torch.Generator().manual_seed(5), N, snr, 1, eps=eps)
+    ref = _score_sde_pc_vp(exact.score, x_T.clone(), torch.Generator().manual_seed(5), N, snr, 1, predictor, eps=eps)
 
     chain_sde = linear.discretize(N).to_sde("interpolated")
     grid = torch.arange(N, -1, -1, dtype=torch.float64) / N  # t_i = (N - i)/N, ending at t = 0
@@ -228,8 +238,8 @@ def test_score_sde_pc_sampler_is_predictor_corrector_on_the_chains_interpolated_
     def score(x, t):  # grid step i = N (1 - t) is score_sde's time 1 - i (1 - eps)/(N - 1)
         return exact.score(x, 1.0 - N * (1.0 - t) * (1.0 - eps) / (N - 1))
 
-    sampler = PredictorCorrector(ReverseDiffusion(), LangevinCorrector(snr=snr, norms="batch", max_step=None),
-                                 corrector_first=True)
+    step = ReverseDiffusion() if predictor == "reverse_diffusion" else Ancestral(variance="transition")
+    sampler = PredictorCorrector(step, LangevinCorrector(snr=snr, norms="batch", max_step=None), corrector_first=True)
     ours = scoresde.sample(chain_sde, score, sampler=sampler, grid=grid, x_init=x_T,
                            generator=torch.Generator().manual_seed(5))
     assert (ours - ref).abs().max().item() < 1e-10
