@@ -301,25 +301,30 @@ def test_diffusers_unipc_lowers_its_final_orders_always(steps, order):
         assert (default - x.double()).abs().max().item() > 10 * err
 
 
-def test_diffusers_lms_discrete_scheduler_is_lms_on_its_sigmas():
-    """`LMSDiscreteScheduler` steps the scaled variable on its interpolated sigmas, ending at sigma = 0: our LMS on
-    the VP SDE at the times of those sigmas, ending at t = 0, with the eps model called at the same times."""
+@pytest.mark.parametrize("name", ["EulerDiscreteScheduler", "HeunDiscreteScheduler", "LMSDiscreteScheduler"])
+@pytest.mark.parametrize("spacing", ["linspace", "leading", "trailing"])
+def test_diffusers_sigma_schedulers_on_their_sigmas(name, spacing):
+    """diffusers' k-diffusion-style schedulers step the scaled variable x / alpha on their interpolated sigmas and
+    end at sigma = 0: DDIM (Euler in sigma_hat), EDMHeun and LMS on the VP SDE at the times of those sigmas, ending
+    at t = 0, with the eps model called at the same times."""
     diffusers = pytest.importorskip("diffusers")
     N, steps = 1000, 12
     sde, exact, betas = _diffusers_vp_problem(N)
-    sched = diffusers.LMSDiscreteScheduler(num_train_timesteps=N, trained_betas=betas)
+    sched = getattr(diffusers, name)(num_train_timesteps=N, trained_betas=betas, timestep_spacing=spacing)
     sched.set_timesteps(steps)
-    sigmas = sched.sigmas.double()  # (steps + 1,), the last one 0
-    times = sde.t_from_log_snr(-2.0 * torch.log(sigmas[:-1])).clamp(max=sde.T)  # float32 sigma_max: 3e-8 past T
-    grid = torch.cat([times, torch.zeros(1, dtype=torch.float64)])
+    sigmas = sched.sigmas.double()  # Heun repeats each inner sigma (two evaluations per step)
+    t_of = lambda sig: sde.t_from_log_snr(-2.0 * torch.log(sig)).clamp(max=sde.T)  # noqa: E731 (float32 sigma_max)
     x_T = _noise(seed=8)
     x = x_T.clone() * sched.init_noise_sigma
     for i, k in enumerate(sched.timesteps):
         model_in = sched.scale_model_input(x, k)  # x / sqrt(sigma^2 + 1): the VP state
-        x = sched.step(exact.eps(model_in.double(), times[i].expand(B)), k, x).prev_sample
-    alpha_T = sde.marginal(grid[0])[0]
-    ours = scoresde.sample(sde, exact.score, sampler=LMS(), grid=grid, x_init=alpha_T * x_T * sched.init_noise_sigma)
-    assert (ours - x.double()).abs().max().item() < 1e-4
+        x = sched.step(exact.eps(model_in.double(), t_of(sigmas[i]).expand(B)), k, x).prev_sample
+    levels = torch.cat([sigmas[:1], sigmas[1::2]]) if name == "HeunDiscreteScheduler" else sigmas
+    grid = torch.cat([t_of(levels[:-1]), torch.zeros(1, dtype=torch.float64)])
+    sampler = {"EulerDiscreteScheduler": DDIM(), "HeunDiscreteScheduler": EDMHeun(), "LMSDiscreteScheduler": LMS()}[name]
+    x_init = sde.marginal(grid[0])[0] * x_T * sched.init_noise_sigma
+    ours = scoresde.sample(sde, exact.score, sampler=sampler, grid=grid, x_init=x_init)
+    assert (ours - x.double()).abs().max().item() < 1e-4  # diffusers' float32 sigmas
 
 
 # ---------------------------------------------------------------------- LMS's order
