@@ -327,6 +327,62 @@ def test_diffusers_sigma_schedulers_on_their_sigmas(name, spacing):
     assert (ours - x.double()).abs().max().item() < 1e-4  # diffusers' float32 sigmas
 
 
+# ---------------------------------------------------------------------- dpm-solver (LuChengTHU/dpm-solver)
+def _dpm_solver_pp_multistep(denoise_fn, sde, x, steps, order, lower_order_final, t_end=1e-3, below=10):
+    """`DPM_Solver(..., algorithm_type="dpmsolver++").sample(x, steps, order, skip_type="logSNR",
+    method="multistep", lower_order_final, solver_type="dpmsolver")` of dpm_solver_pytorch.py, written out
+    (its `lower_order_final` acts below 10 steps in the current code, below 15 in earlier releases)."""
+    lam_T, lam_0 = (0.5 * sde.log_snr(torch.tensor([1.0, t_end], dtype=torch.float64))).tolist()
+    timesteps = sde.t_from_log_snr(2.0 * torch.linspace(lam_T, lam_0, steps + 1, dtype=torch.float64))
+    alpha, sigma = sde.marginal(timesteps)
+    lam = torch.log(alpha) - torch.log(sigma)
+    models, idx = [denoise_fn(x, timesteps[0])], [0]
+    for step in range(1, steps + 1):
+        if step < order:
+            step_order = step  # warm-up: multistep_dpm_solver_update(..., order=step)
+        elif lower_order_final and steps < below:
+            step_order = min(order, steps + 1 - step)
+        else:
+            step_order = order
+        s0, t = idx[-1], step
+        h = lam[t] - lam[s0]
+        phi_1 = torch.expm1(-h)
+        x_t = (sigma[t] / sigma[s0]) * x - (alpha[t] * phi_1) * models[-1]
+        if step_order == 2:
+            r0 = (lam[s0] - lam[idx[-2]]) / h
+            D1_0 = (1.0 / r0) * (models[-1] - models[-2])
+            x_t = x_t - 0.5 * (alpha[t] * phi_1) * D1_0
+        elif step_order == 3:
+            r0 = (lam[s0] - lam[idx[-2]]) / h
+            r1 = (lam[idx[-2]] - lam[idx[-3]]) / h
+            D1_0 = (1.0 / r0) * (models[-1] - models[-2])
+            D1_1 = (1.0 / r1) * (models[-2] - models[-3])
+            D1 = D1_0 + (r0 / (r0 + r1)) * (D1_0 - D1_1)
+            D2 = (1.0 / (r0 + r1)) * (D1_0 - D1_1)
+            phi_2 = phi_1 / h + 1.0
+            phi_3 = phi_2 / h - 0.5
+            x_t = x_t + (alpha[t] * phi_2) * D1 - (alpha[t] * phi_3) * D2
+        x = x_t
+        if step < steps:
+            models.append(denoise_fn(x, timesteps[t]))
+            idx.append(t)
+    return x
+
+
+@pytest.mark.parametrize("order, steps", [(2, 8), (2, 12), (3, 8), (3, 12), (3, 25)])
+def test_dpm_solver_pp_multistep_is_dpm_solver_pp_with_half_second_difference(order, steps):
+    """The authors' multistep DPM-Solver++ on its logSNR grid to t = 1e-3 is DPMSolverPP on UniformLogSNR, with the
+    published 3M second difference (d2="half") and lower_order_final for fewer than 10 steps only."""
+    sde = VPSDE()
+    exact = MIX.diffused(sde)
+    x_T = _noise(seed=9)
+    ref = _dpm_solver_pp_multistep(lambda x, t: exact.denoiser(x, t.expand(B)), sde, x_T, steps, order, True)
+    sampler = DPMSolverPP(order=order, d2="half", lower_order_final=steps < 10)
+    ours = scoresde.sample(sde, exact.score, sampler=sampler, steps=steps, grid=scoresde.UniformLogSNR(),
+                           t_end=1e-3, x_init=x_T)
+    assert (ours - ref).abs().max().item() < 1e-11
+
+
 # ---------------------------------------------------------------------- LMS's order
 @pytest.mark.parametrize("order", [1, 2, 3, 4])
 def test_lms_step_has_local_error_of_order_p_plus_one(order):
