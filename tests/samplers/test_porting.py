@@ -64,21 +64,26 @@ def test_karras_grid_is_k_diffusions_to_its_float32_rounding():
     assert torch.allclose(sigmas, ref, rtol=1e-6, atol=0)
 
 
-@pytest.mark.parametrize("name", ["sample_euler", "sample_heun", "sample_dpmpp_2m", "sample_lms"])
+@pytest.mark.parametrize("name", ["sample_euler", "sample_euler_ancestral", "sample_heun", "sample_dpmpp_2m",
+                                  "sample_lms"])
 def test_k_diffusion_samplers_on_its_karras_grid(name):
-    """VE SDE, Karras grid from 80 to 0.002, then k-diffusion's last step to sigma = 0."""
+    """VE SDE, Karras grid from 80 to 0.002, then k-diffusion's last step to sigma = 0. k-diffusion draws its noise
+    from torch's global generator (`randn_like`), as `generator=None`."""
     K = k_diffusion_sampling()
     n = 10
     sde, ts, sigmas = _karras_ve(n)
     x_T = _noise(scale=80.0)
+    torch.manual_seed(11)
     ref = getattr(K, name)(_denoiser, x_T.clone(), sigmas, disable=True)
     score = MIX.diffused(sde).score
     recipe = {
         "sample_euler": dict(sampler=DDIM(), denoise=True),
+        "sample_euler_ancestral": dict(sampler=DDIM(eta=1.0), denoise=True),
         "sample_heun": dict(sampler=EDMHeun(), denoise=True),
         "sample_dpmpp_2m": dict(sampler=DPMSolverPP(order=2, lower_order_final=False), denoise=True),
         "sample_lms": dict(sampler=LMS(to_zero=True)),
     }[name]
+    torch.manual_seed(11)
     ours = scoresde.sample(sde, score, grid=ts, x_init=x_T, **recipe)
     assert (ours - ref).abs().max().item() < 1e-12 * max(1.0, ref.abs().max().item())
 
