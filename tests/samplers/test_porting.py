@@ -32,6 +32,8 @@ from scoresde import (
 from scoresde.samplers.lms import lms_coefficients
 from tests.peers import k_diffusion_sampling
 
+from ..conftest import devices
+
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # diffusers under numpy 2
 
 MIX = GaussianMixture.ring(4, radius=2.0, std=0.3, weights=[1.0, 2.0, 3.0, 4.0])
@@ -458,3 +460,29 @@ def test_to_zero_with_a_final_denoising_or_a_noise_free_grid_is_refused(sampler)
     grid = torch.tensor([1.0, 0.5, 0.1, 0.0], dtype=torch.float64)
     with pytest.raises(ValueError, match="to_zero: the grid already ends at zero noise"):
         scoresde.sample(vp, MIX.diffused(vp).score, (4, 2), sampler, grid=grid, generator=0)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_new_options_follow_the_state_device_and_dtype(device):
+    """LMS, per-level churn with EDM's last step, and the batch-mean corrector keep the state's device and dtype,
+    and on CUDA give the CPU's numbers to rounding (the same x_init, no noise or the same per-sample seeds)."""
+    ve = VESDE(0.002, 80.0)
+    score = MIX.diffused(ve).score
+    vp = VPSDE()
+    vp_score = MIX.diffused(vp).score
+    for dtype in (torch.float32, torch.float64):
+        x_T = (80.0 * _noise(seed=12)[:16]).to(device=device, dtype=dtype)
+        runs = [
+            (ve, score, dict(sampler=LMS(to_zero=True), steps=8, grid=KarrasGrid(7.0), t_end=0.0)),
+            (ve, score, dict(sampler=EDMHeun(churn=3.0, churn_per="level", to_zero=True), steps=8,
+                             grid=KarrasGrid(7.0), t_end=0.0, generator=list(range(16)))),
+            (vp, vp_score, dict(sampler=PredictorCorrector(ReverseDiffusion(), LangevinCorrector(norms="batch"),
+                                                           corrector_first=True), steps=20, generator=list(range(16)))),
+        ]
+        for sde, fn, kw in runs:
+            x_init = x_T if sde is ve else x_T / 80.0
+            out = scoresde.sample(sde, fn, x_init=x_init, **kw)
+            assert out.device.type == device and out.dtype == dtype
+            ref = scoresde.sample(sde, fn, x_init=x_init.cpu().double(), **kw)
+            tol = 1e-3 if dtype == torch.float32 else 1e-9
+            assert (out.cpu().double() - ref).abs().max().item() < tol * max(1.0, ref.abs().max().item())
