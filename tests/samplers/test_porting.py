@@ -66,6 +66,21 @@ def test_karras_grid_is_k_diffusions_to_its_float32_rounding():
     assert torch.allclose(sigmas, ref, rtol=1e-6, atol=0)
 
 
+def test_k_diffusion_sigma_grids_are_our_time_grids():
+    """get_sigmas_exponential on VE is UniformLogSNR; get_sigmas_vp is UniformTime on the VP SDE (sigma / alpha),
+    to k-diffusion's float32 rounding; get_sigmas_polyexponential(rho=1) is the exponential grid."""
+    K = k_diffusion_sampling()
+    n = 12
+    ve = VESDE(0.002, 80.0)
+    ours = ve.marginal(scoresde.UniformLogSNR()(ve, n - 1, t_end=0.0))[1]
+    assert torch.allclose(K.get_sigmas_exponential(n, 0.002, 80.0).double()[:-1], ours, rtol=1e-5, atol=0)
+    assert torch.allclose(K.get_sigmas_polyexponential(n, 0.002, 80.0, rho=1.0).double()[:-1], ours, rtol=1e-5, atol=0)
+    vp = VPSDE(0.1, 20.0)
+    alpha, sigma = vp.marginal(scoresde.UniformTime()(vp, n - 1, t_end=1e-3))
+    ref = K.get_sigmas_vp(n, beta_d=19.9, beta_min=0.1, eps_s=1e-3).double()
+    assert ref[-1] == 0 and torch.allclose(ref[:-1], sigma / alpha, rtol=1e-5, atol=0)
+
+
 @pytest.mark.parametrize("name", ["sample_euler", "sample_euler_ancestral", "sample_heun", "sample_dpmpp_2m",
                                   "sample_lms"])
 def test_k_diffusion_samplers_on_its_karras_grid(name):
