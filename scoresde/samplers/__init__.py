@@ -6,6 +6,7 @@ from .exponential import DPMSolverPP, UniPC
 from .fitted import FittedGrid, fit_grid
 from .mean_shift import MeanShiftGuidance
 from .imputation import Imputation, repaint_schedule
+from .lms import LMS
 from .langevin import AnnealedLangevin, ncsn_levels, ncsn_ratio, ncsn_sigma_max, ncsn_step_size
 from .ode import DDIM, EDMHeun
 from .reverse import Ancestral, LangevinCorrector, PredictorCorrector, ReverseDiffusion
@@ -33,6 +34,7 @@ __all__ = [
     "EDMHeun",
     "DPMSolverPP",
     "UniPC",
+    "LMS",
     "FittedGrid",
     "fit_grid",
     "MeanShiftGuidance",

@@ -56,7 +56,7 @@ def _step_order(order: int, i: int, ctx: SamplingContext, lower_order_final: boo
     steps = ctx.steps
     final = steps + int(ctx.final_denoise)  # steps, the denoising one included
     p = min(order, i + 1)
-    if lower_order_final and final < _LOWER_ORDER_FINAL_BELOW:
+    if lower_order_final == "always" or (lower_order_final is True and final < _LOWER_ORDER_FINAL_BELOW):
         p = min(p, final - i)
     if p > 1:
         lams = ctx.lams
@@ -65,6 +65,15 @@ def _step_order(order: int, i: int, ctx: SamplingContext, lower_order_final: boo
     if i == steps - 1 and ctx.ends_noise_free:
         p = 1
     return p
+
+
+#: the values of `lower_order_final`: True (below 15 steps), False (never), "always" (diffusers' UniPC)
+LOWER_ORDER_FINAL = (True, False, "always")
+
+
+def _check_lower_order_final(value) -> None:
+    if not any(value is c or (isinstance(c, str) and value == c) for c in LOWER_ORDER_FINAL):
+        raise ValueError(f"lower_order_final: expected one of {LOWER_ORDER_FINAL}, got {value!r}")
 
 
 def _check_finite_log_snr(sampler: Sampler, sde, ts: Tensor) -> None:
@@ -116,11 +125,16 @@ class DPMSolverPP(Sampler):
 
     Arguments:
         order: 1, 2 (default) or 3.
-        lower_order_final: lower the order of the last steps on short grids (default True).
+        lower_order_final: lower the order of the last steps on short grids (default True);
+            `"always"` on grids of any length (diffusers' `UniPCMultistepScheduler` rule);
+            False never.
         eta: $\eta \in [0, 1]$: 0 (default) the probability flow, 1 the reverse SDE.
         d2: the 3M update's second difference: `"taylor"` (default, the estimate of
             $h^2\hat x_0''$ above: third order) or `"half"` (half of it, as the published code,
-            diffusers and k-diffusion: second order, the reference implementations' numbers).
+            diffusers and k-diffusion: second order, the reference implementations' numbers;
+            the published 3M update of `dpm_solver_pytorch.py`'s `multistep_dpm_solver_third_update`,
+            diffusers' `DPMSolverMultistepScheduler(solver_order=3)` and k-diffusion's
+            `sample_dpmpp_3m_sde`).
 
     References: Lu, Zhou, Bao, Chen, Li, Zhu, *DPM-Solver++: Fast Solver for Guided Sampling
     of Diffusion Probabilistic Models*, 2022 (arXiv:2211.01095), Algorithm 2 and appendix
@@ -130,7 +144,7 @@ class DPMSolverPP(Sampler):
     """
 
     order: int = 2
-    lower_order_final: bool = True
+    lower_order_final: bool | str = True
     eta: float = 0.0
     d2: str = "taylor"
     default_steps: ClassVar[int] = 20
@@ -138,8 +152,7 @@ class DPMSolverPP(Sampler):
 
     def __post_init__(self):
         _check_order(self.order)
-        if not isinstance(self.lower_order_final, bool):
-            raise TypeError(f"lower_order_final: expected a bool, got {self.lower_order_final!r}")
+        _check_lower_order_final(self.lower_order_final)
         if self.d2 not in ("taylor", "half"):
             raise ValueError(f"d2: expected 'taylor' or 'half', got {self.d2!r}")
         if isinstance(self.eta, bool) or not isinstance(self.eta, (int, float)) or not 0 <= self.eta <= 1:
@@ -216,7 +229,9 @@ class UniPC(Sampler):
         lower_order_final: lower the order of the last steps on grids of fewer than 15 steps
             (as `DPMSolverPP`, whose other order rules UniPC shares: a final denoising counts
             as the last step, and a step more than twice as long in $\lambda$ as the one before
-            is first order).
+            is first order); `"always"` on grids of any length, as diffusers'
+            `UniPCMultistepScheduler(lower_order_final=True)`, whose last steps have orders
+            $\min(p, \text{steps left})$ whatever the number of steps; False never.
         corrector: apply UniC (default True); False leaves UniP alone.
 
     Reference: Zhao, Bai, Rao, Zhou, Lu, *UniPC: A Unified Predictor-Corrector Framework for
@@ -225,7 +240,7 @@ class UniPC(Sampler):
 
     order: int = 2
     variant: str = "bh2"
-    lower_order_final: bool = True
+    lower_order_final: bool | str = True
     corrector: bool = True
     default_steps: ClassVar[int] = 20
     default_grid: ClassVar[TimeGrid] = UniformLogSNR()
@@ -234,9 +249,9 @@ class UniPC(Sampler):
         _check_order(self.order)
         if self.variant not in ("bh1", "bh2"):
             raise ValueError(f"variant: expected 'bh1' or 'bh2', got {self.variant!r}")
-        for name in ("lower_order_final", "corrector"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name}: expected a bool, got {getattr(self, name)!r}")
+        _check_lower_order_final(self.lower_order_final)
+        if not isinstance(self.corrector, bool):
+            raise TypeError(f"corrector: expected a bool, got {self.corrector!r}")
 
     def check(self, sde, ts):
         _check_finite_log_snr(self, sde, ts)

@@ -21,6 +21,9 @@ from .base import Sampler, SamplingContext
 
 __all__ = ["DDIM", "EDMHeun"]
 
+#: how `EDMHeun(churn_per=...)` counts $N$ in $\gamma = \min(S_{churn}/N, \sqrt2 - 1)$
+CHURN_PER = ("step", "level")
+
 
 def _check_real(name: str, value: float, low: float, high: float = math.inf) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -97,10 +100,26 @@ class EDMHeun(Sampler):
     configuration is `EDMHeun()` with `KarrasGrid(rho=7)` and `sample(..., denoise=True)`
     (its last step to $\sigma = 0$ is Tweedie's denoiser).
 
+    `churn_per="level"` with `to_zero=True` is EDM's `edm_sampler` exactly: there $N$ counts
+    the noise levels, the last step (from $\hat\sigma_{\min}$ to 0, an Euler step, which is
+    Tweedie's denoiser at $\hat\sigma^+$) is churned like the others, and $\hat\sigma^+$ is not
+    capped (with $S_{t\max} \ge \hat\sigma_T$ the score is then called above $\hat\sigma_T$, at a
+    time past $T$; EDM's own configurations set $S_{t\max}$ below $\hat\sigma_T$). With
+    `churn_per="step"` (default) $N$ is the number of grid steps, $\hat\sigma^+$ is capped at
+    $\hat\sigma_T$, and a final step to zero noise (`sample(..., denoise=True)`) is not churned:
+    `edm_sampler(S_churn=c)` with $n$ levels is then `EDMHeun(churn=c * (n - 1) / n)` only
+    when no level is churned past $\hat\sigma_T$ and the last level is outside
+    $[S_{t\min}, S_{t\max}]$.
+
     Arguments:
         churn: $S_{\text{churn}} \ge 0$, total added noise (0: deterministic).
         s_tmin, s_tmax: the range of $\hat\sigma$ where noise is added.
         s_noise: $S_{\text{noise}}$, the scale of the added noise (slightly above 1 in EDM).
+        churn_per: `"step"` (default) or `"level"` (EDM's `edm_sampler`), see above.
+        to_zero: finish with EDM's last step, from the grid's end to $\hat\sigma = 0$ (one
+            more evaluation; it replaces `sample(..., denoise=...)` and returns the clean
+            sample). The VE SDE never reaches $\sigma = 0$, so EDM's grid ending at 0 is the
+            grid to $\sigma_{\min}$ plus this step.
 
     Reference: Karras, Aittala, Aila, Laine, *Elucidating the Design Space of Diffusion-Based
     Generative Models*, NeurIPS 2022, Algorithms 1 and 2.
@@ -110,6 +129,8 @@ class EDMHeun(Sampler):
     s_tmin: float = 0.0
     s_tmax: float = math.inf
     s_noise: float = 1.0
+    churn_per: str = "step"
+    to_zero: bool = False
     default_steps: ClassVar[int] = 18
     default_grid: ClassVar[TimeGrid] = KarrasGrid(7.0)
 
@@ -118,21 +139,61 @@ class EDMHeun(Sampler):
         _check_real("s_tmin", self.s_tmin, 0.0)
         _check_real("s_tmax", self.s_tmax, self.s_tmin)
         _check_real("s_noise", self.s_noise, 0.0)
+        if self.churn_per not in CHURN_PER:
+            raise ValueError(f"churn_per: expected one of {CHURN_PER}, got {self.churn_per!r}")
+        if not isinstance(self.to_zero, bool):
+            raise TypeError(f"to_zero: expected a bool, got {self.to_zero!r}")
 
     @property
     def stochastic(self) -> bool:  # type: ignore[override]
         return self.churn > 0
 
     def evaluations(self, steps: int) -> int:
-        return 2 * steps
+        return 2 * steps + int(self.to_zero)
 
     def init(self, ctx: SamplingContext, x: Tensor):
         # sigma_hat = sigma / alpha on the grid, and gamma_i for every step (on the device).
         sigma_hat = ctx.sigma / ctx.alpha
-        gamma = min(self.churn / ctx.steps, math.sqrt(2.0) - 1.0)
+        # N: grid steps ("step"), or noise levels with EDM's last step to zero among them ("level")
+        n = ctx.steps + int(self.to_zero) if self.churn_per == "level" else ctx.steps
+        gamma = min(self.churn / n, math.sqrt(2.0) - 1.0)
         inside = (sigma_hat >= self.s_tmin) & (sigma_hat <= self.s_tmax)
         gammas = torch.where(inside, torch.full_like(sigma_hat, gamma), torch.zeros_like(sigma_hat))
-        return sigma_hat, gammas, sigma_hat[0]
+        # sigma^+ capped at sigma_T ("step"); EDM does not cap it ("level")
+        cap = sigma_hat[0] if self.churn_per == "step" else torch.full_like(sigma_hat[0], math.inf)
+        return sigma_hat, gammas, cap
+
+    def run(self, ctx: SamplingContext, x: Tensor, report) -> Tensor:
+        if self.to_zero and ctx.final_denoise:
+            raise ValueError(
+                "denoise: EDMHeun(to_zero=True) ends at zero noise with EDM's own last step;"
+                " pass denoise=False (or EDMHeun(to_zero=False) to end with sample()'s final step)"
+            )
+        if self.to_zero and ctx.ends_noise_free:
+            raise ValueError("to_zero: the grid already ends at zero noise; use EDMHeun(to_zero=False) on it")
+        state = self.init(ctx, x)
+        for i in range(ctx.steps):
+            x, denoised = self.step(ctx, x, i, state)
+            report(i, x, denoised)
+        if not self.to_zero:
+            return x
+        # EDM's last step from sigma_N to 0: churn, then Euler, x_0 = x^+ - sigma^+ d = D(x^+; sigma^+)
+        x_up, s_up, denoised = self._churn(ctx, x, ctx.steps, state)
+        return x_up + (0.0 - s_up) * ((x_up - denoised) / s_up)
+
+    def _churn(self, ctx: SamplingContext, x: Tensor, i: int, state):
+        """x^+, sigma^+ and D(x^+; sigma^+) at grid level i (x^+ = x_i, sigma^+ = sigma_i without churn)."""
+        sigma_hat, gammas, sigma_hat_max = state
+        s_cur, x_cur = sigma_hat[i], x / ctx.alpha[i]
+        if self.churn == 0:
+            return x_cur, s_cur, ctx.denoised(x, i)
+        # sigma^+ = (1 + gamma_i) sigma_i (capped at sigma_T unless churn_per="level")
+        s_up = torch.minimum((1.0 + gammas[i]) * s_cur, sigma_hat_max)
+        # x^+ = x_i + sqrt(sigma^+^2 - sigma_i^2) S_noise z
+        x_up = x_cur + (s_up**2 - s_cur**2).clamp(min=0).sqrt() * self.s_noise * ctx.randn()
+        t_up = torch.where(s_up > s_cur, ctx.sde._t_from_log_snr(-2.0 * torch.log(s_up)), ctx.ts[i])
+        # D(x^+; sigma^+): Tweedie at the time t^+ of that noise level, on x = alpha(t^+) x^+
+        return x_up, s_up, ctx.denoised_at(ctx.sde._marginal(t_up)[0] * x_up, t_up)
 
     def step(self, ctx: SamplingContext, x: Tensor, i: int, state):
         sigma_hat, gammas, sigma_hat_max = state

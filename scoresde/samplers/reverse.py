@@ -94,6 +94,10 @@ class Ancestral(Sampler):
         return x_next, ctx.denoised(x, i, score)
 
 
+#: the step-size rules of `LangevinCorrector(norms=...)`
+CORRECTOR_NORMS = ("sample", "noise", "batch")
+
+
 @dataclass(frozen=True)
 class LangevinCorrector:
     r"""Langevin MCMC steps at a fixed noise level, with step sizes from a target signal-to-noise ratio.
@@ -102,7 +106,7 @@ class LangevinCorrector:
     $\epsilon = 2\alpha\,(r\,\lVert z\rVert/\lVert g\rVert)^2$, $x \leftarrow x + \epsilon g + \sqrt{2\epsilon}\,z$,
     where $r$ is the SNR and $\alpha = a_i^2$ of the step just taken ($1 - \beta_i$ for the VP SDE,
     1 for the VE SDE). Song et al.'s code averages both norms over the batch, so a sample
-    depends on its batch; here no sample does:
+    depends on its batch; here, unless `norms="batch"` asks for that rule, no sample does:
 
     * `norms="sample"` (default): the norms of each sample, so each sample has its own
       step size. In high dimensions this is the batch rule ($\lVert z\rVert^2 \approx D$,
@@ -116,6 +120,10 @@ class LangevinCorrector:
       inequality), i.e. $\epsilon = 2\alpha r^2\sigma_t^2$: the same for every sample and state, so
       unbiased (up to Langevin's own $O(\epsilon)$ error) in any dimension, and no larger than
       the batch rule's step.
+    * `norms="batch"`: score_sde_pytorch's `LangevinCorrector` (and `impute`'s `"batch"`):
+      $\epsilon = 2\alpha\,(r\,\overline{\lVert z\rVert}/\overline{\lVert g\rVert})^2$ with both norms averaged
+      over the batch, one step for all samples, so a sample depends on the rest of its batch.
+      With `max_step=None` (score_sde has no cap) it is that code's update.
 
     Near a mode $\lVert g\rVert$ can come arbitrarily close to 0, which would make a per-sample
     step huge. The log-density of $p_t$ has curvature at most $1/\sigma_t^2$
@@ -126,7 +134,7 @@ class LangevinCorrector:
     Arguments:
         snr: the signal-to-noise ratio $r > 0$ (0.16 for VE on CIFAR-10 in Song et al.).
         n_steps: Langevin steps per noise level $M \ge 1$.
-        norms: `"sample"` (default) or `"noise"`, see above.
+        norms: `"sample"` (default), `"noise"` or `"batch"` (score_sde_pytorch's rule), see above.
         max_step: the cap on $\epsilon$ in units of $\sigma_t^2$ (default 1, the inverse
             curvature bound); None removes it.
 
@@ -142,8 +150,8 @@ class LangevinCorrector:
     def __post_init__(self):
         check_positive_finite("snr", self.snr)
         check_int("n_steps", self.n_steps)
-        if self.norms not in ("sample", "noise"):
-            raise ValueError(f"norms: expected 'sample' or 'noise', got {self.norms!r}")
+        if self.norms not in CORRECTOR_NORMS:
+            raise ValueError(f"norms: expected one of {CORRECTOR_NORMS}, got {self.norms!r}")
         if self.max_step is not None:
             check_positive_finite("max_step", self.max_step)
 
@@ -154,6 +162,11 @@ class LangevinCorrector:
             g_norm = grad.flatten(1).norm(dim=1)
             eps = 2.0 * alpha * (self.snr * z.flatten(1).norm(dim=1) / g_norm) ** 2
             eps = torch.where(g_norm > 0, eps, torch.zeros_like(eps))
+        elif self.norms == "batch":
+            # eps = 2 alpha (r mean||z|| / mean||g||)^2, one step for the batch (score_sde_pytorch)
+            g_norm = grad.flatten(1).norm(dim=1).mean()
+            eps = 2.0 * alpha * (self.snr * z.flatten(1).norm(dim=1).mean() / g_norm) ** 2
+            eps = torch.where(g_norm > 0, eps, torch.zeros_like(eps)).expand(grad.shape[0])
         else:
             # eps = 2 alpha r^2 sigma_t^2 (||z||^2 = D, ||g||^2 = D / sigma_t^2)
             eps = (2.0 * alpha * self.snr**2 * sigma2) * grad.new_ones(grad.shape[0])
@@ -185,15 +198,22 @@ class PredictorCorrector(Sampler):
     sampling (Song et al.'s view of NCSN's annealed Langevin dynamics); `corrector=None`
     the predictor alone.
 
+    With `corrector_first=True` each step corrects at $t_i$ first and then predicts to
+    $t_{i+1}$, the order of score_sde_pytorch's `pc_sampler` (its corrector's $\alpha$ is then
+    $a_i^2$ of the step about to be taken, as that code's `sde.alphas[timestep]`); the run
+    then corrects at $t_0 = T$ and not after its last predictor step.
+
     Arguments:
         predictor: a sampler instance, or None.
         corrector: a `LangevinCorrector`, or None.
+        corrector_first: correct before predicting (score_sde_pytorch's order; default False).
 
     Reference: Song et al., ICLR 2021, Algorithm 1 (PC sampling) and appendix G.
     """
 
     predictor: Sampler | None = ReverseDiffusion()
     corrector: LangevinCorrector | None = LangevinCorrector()
+    corrector_first: bool = False
     default_steps: ClassVar[int] = 1000
     stochastic: ClassVar[bool] = True
 
@@ -204,6 +224,8 @@ class PredictorCorrector(Sampler):
             raise TypeError("predictor: a PredictorCorrector cannot be the predictor of another")
         if self.corrector is not None and not isinstance(self.corrector, LangevinCorrector):
             raise TypeError(f"corrector: expected a LangevinCorrector or None, got {self.corrector!r}")
+        if not isinstance(self.corrector_first, bool):
+            raise TypeError(f"corrector_first: expected a bool, got {self.corrector_first!r}")
         if self.predictor is None and self.corrector is None:
             raise ValueError("predictor, corrector: at least one of them must be given")
 
@@ -221,11 +243,15 @@ class PredictorCorrector(Sampler):
 
     def step(self, ctx: SamplingContext, x: Tensor, i: int, state: Any):
         denoised = None
+        if self.corrector is not None and self.corrector_first:
+            # corrector first (score_sde_pytorch): Langevin steps targeting p_{t_i}
+            a, _, _ = ctx.transition(i)
+            x = self.corrector.correct(ctx, x, i, a * a)
         # predictor: x_{i+1} from x_i
         if self.predictor is not None:
             x, denoised = self.predictor.step(ctx, x, i, state)
         # corrector: Langevin steps targeting p_{t_{i+1}}
-        if self.corrector is not None:
+        if self.corrector is not None and not self.corrector_first:
             a, _, _ = ctx.transition(i)
             x = self.corrector.correct(ctx, x, i + 1, a * a)
         return x, denoised

@@ -165,7 +165,7 @@ def _run(**kw):
         (lambda: UniPC(variant="bh3"), ValueError, r"variant: expected 'bh1' or 'bh2', got 'bh3'"),
         (lambda: Ancestral(variance="learned"), ValueError, r"variance: expected 'posterior' or 'transition'"),
         (lambda: LangevinCorrector(snr=0.0), ValueError, r"snr: expected a finite number > 0, got 0.0"),
-        (lambda: LangevinCorrector(norms="batch"), ValueError, r"norms: expected 'sample' or 'noise', got 'batch'"),
+        (lambda: LangevinCorrector(norms="mean"), ValueError, r"norms: expected one of \('sample', 'noise', 'batch'\), got 'mean'"),
         (lambda: PredictorCorrector(predictor=None, corrector=None), ValueError, "at least one"),
         (lambda: PredictorCorrector(predictor=solvers.Heun()), TypeError, "predictor: expected a sampler"),
         (lambda: EDMHeun(churn=-1.0), ValueError, r"churn: expected a number in \[0.0, inf\], got -1.0"),
