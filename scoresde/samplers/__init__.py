@@ -34,3 +34,9 @@ __all__ = [
     "FittedGrid",
     "fit_grid",
 ]
+from .deis import DEIS  # noqa: E402
+from .dpmpp_sde import DPMSolverPPSDE  # noqa: E402
+from .ipndm import IPNDM  # noqa: E402
+from .singlestep import DPMSolverSinglestep  # noqa: E402
+
+__all__ += ["DEIS", "DPMSolverPPSDE", "IPNDM", "DPMSolverSinglestep"]
