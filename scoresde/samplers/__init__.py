@@ -40,3 +40,6 @@ from .ipndm import IPNDM  # noqa: E402
 from .singlestep import DPMSolverSinglestep  # noqa: E402
 
 __all__ += ["DEIS", "DPMSolverPPSDE", "IPNDM", "DPMSolverSinglestep"]
+from .sa_solver import SASolver  # noqa: E402
+
+__all__ += ["SASolver"]

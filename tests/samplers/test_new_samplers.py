@@ -1,4 +1,4 @@
-"""DPM-Solver singlestep, DEIS, iPNDM and DPM-Solver++ SDE: against their peers on the same inputs,
+"""DPM-Solver singlestep, DEIS, iPNDM, DPM-Solver++ SDE and SA-Solver: against their peers on the same inputs,
 measured orders on the exact probability flow, and their option checks.
 
 diffusers' schedulers keep float32 tables; where the comparison should be to rounding, the
@@ -23,6 +23,7 @@ from scoresde import (
     GaussianMixture,
     KarrasGrid,
     ProbabilityFlow,
+    SASolver,
     SubVPSDE,
     UniformLogSNR,
 )
@@ -205,6 +206,44 @@ def test_dpmpp_sde_runs_on_a_brownian_tree():
     assert (a - run(1)).abs().max().item() > 1e-3
 
 
+# ---------------------------------------------------------------------- SA-Solver
+@pytest.mark.parametrize("n", [6, 20])
+@pytest.mark.parametrize("orders", [(1, 1), (2, 2), (3, 3), (4, 4), (3, 1), (2, 4)], ids=str)
+@pytest.mark.parametrize("tau", [0.0, 1.0])
+def test_sa_solver_is_diffusers_sa_solver(n, orders, tau):
+    """diffusers' SASolverScheduler (data prediction) on its timesteps, with tau on t/T in [0.2, 0.8], the same
+    generator for its noise: equal to rounding."""
+    diffusers = pytest.importorskip("diffusers")
+    sde, exact, betas, x_T = _vp_problem()
+    P, C = orders
+    sched = diffusers.SASolverScheduler(num_train_timesteps=N, trained_betas=betas, predictor_order=P, corrector_order=C,
+                                        tau_func=lambda k: tau if 0.2 <= (int(k) + 1) / N <= 0.8 else 0.0)
+    sched.set_timesteps(n)
+    grid = torch.tensor([(int(k) + 1) / N for k in sched.timesteps] + [1 / N], dtype=torch.float64)
+    alpha, sigma = sde.marginal(grid)
+    sched.sigmas = sigma / alpha  # its float32 levels, in float64
+    x, g = x_T.clone(), torch.Generator().manual_seed(4)
+    for k, t in zip(sched.timesteps, grid):
+        x = sched.step(exact.eps(x, t.expand(x.shape[0])), k, x, generator=g).prev_sample
+    ours = scoresde.sample(sde, exact.score, sampler=SASolver(P, C, tau=tau), grid=grid, x_init=x_T,
+                           generator=torch.Generator().manual_seed(4))
+    assert (ours - x).abs().max().item() < 1e-10
+    assert (ours - x_T).abs().max().item() > 1.0
+
+
+def test_sa_solver_weights_integrate_polynomials_exactly():
+    """c_k = int_{-h}^0 e^{au} l_k(u) du: sum_k c_k p(u_k) = int e^{au} p(u) du for p of degree < number of nodes."""
+    from scipy import integrate
+
+    from scoresde.samplers.sa_solver import exponential_lagrange_weights
+
+    nodes, h, a = [-0.4, -0.9, -1.3, -2.0], 0.4, 1.7
+    c = exponential_lagrange_weights(nodes, h, a)
+    for p in (lambda u: 1.0 + 0 * u, lambda u: u, lambda u: 3 * u**2 - u, lambda u: u**3 + 2):
+        exact = integrate.quad(lambda u: math.exp(a * u) * p(u), -h, 0.0, epsabs=1e-14, epsrel=1e-14)[0]
+        assert abs(sum(ck * p(uk) for ck, uk in zip(c, nodes)) - exact) < 1e-12
+
+
 # ---------------------------------------------------------------------- orders on the exact flow
 ORDER_SDES = {
     "vp": (lambda: VPSDE(), 1e-2),
@@ -222,6 +261,7 @@ ORDERS = [
     # constant Adams-Bashforth weights on steps that are not equal in rho (geometric here): order 2, not 4
     (IPNDM(), (32, 64, 128), 2.0, 0.35),
     (DPMSolverPPSDE(eta=0.0), (32, 64, 128), 2.0, 0.35),  # deterministic DPM-Solver++(2S)
+    (SASolver(2, 2, tau=0.0), (32, 64, 128), 2.0, 0.35),  # the corrector of order 2 keeps the predictor's order
 ]
 
 
@@ -254,7 +294,7 @@ def test_new_samplers_reach_zero_noise():
     """On a grid that ends at t = 0 (sigma = 0 for the VP SDE) each takes a finite last step into zero noise."""
     sde, exact, _, x_T = _vp_problem()
     grid = torch.linspace(1.0, 0.0, 11, dtype=torch.float64)
-    for sampler in (DPMSolverSinglestep(order=3), DEIS(), DPMSolverPPSDE()):
+    for sampler in (DPMSolverSinglestep(order=3), DEIS(), DPMSolverPPSDE(), SASolver(3, 3)):
         out = scoresde.sample(sde, exact.score, sampler=sampler, grid=grid, x_init=x_T, generator=0)
         assert bool(torch.isfinite(out).all()), sampler
 
@@ -275,6 +315,12 @@ BAD = [
     (lambda: DPMSolverPPSDE(r=0.0), ValueError, r"r: expected a number in \(0.0, 1.0\], got 0.0"),
     (lambda: DPMSolverPPSDE(s_noise=float("nan")), ValueError, "s_noise"),
     (lambda: DPMSolverPPSDE(noise="tree"), ValueError, "noise: expected 'brownian' or 'independent', got 'tree'"),
+    (lambda: SASolver(predictor_order=5), ValueError, "predictor_order: expected 1, 2, 3 or 4, got 5"),
+    (lambda: SASolver(corrector_order=0), ValueError, "corrector_order"),
+    (lambda: SASolver(tau=-1.0), ValueError, "tau: expected a finite number >= 0, got -1.0"),
+    (lambda: SASolver(tau_interval=(0.8, 0.2)), ValueError, r"tau_interval: expected None or a pair \(lo, hi\)"),
+    (lambda: SASolver(tau_interval=[0.2, 0.8]), ValueError, "tau_interval"),
+    (lambda: SASolver(lower_order_final=None), TypeError, "lower_order_final: expected a bool, got None"),
 ]
 
 
@@ -294,5 +340,5 @@ def test_singlestep_without_lower_order_final_needs_a_divisible_grid():
 def test_exported_from_the_front_door():
     import scoresde.samplers as samplers
 
-    for name in ("DPMSolverSinglestep", "DEIS", "IPNDM", "DPMSolverPPSDE"):
+    for name in ("DPMSolverSinglestep", "DEIS", "IPNDM", "DPMSolverPPSDE", "SASolver"):
         assert getattr(scoresde, name) is getattr(samplers, name)

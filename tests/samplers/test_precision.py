@@ -43,6 +43,7 @@ from scoresde import (
     ProbabilityFlow,
     ReverseDiffusion,
     ReverseSDESampler,
+    SASolver,
     UniPC,
 )
 
@@ -74,6 +75,8 @@ SAMPLERS = [
     (DEIS(), 20),
     (IPNDM(), 20),
     (DPMSolverPPSDE(), 10),
+    (SASolver(), 20),
+    (SASolver(3, 3, tau=0.0), 20),
 ]
 
 
