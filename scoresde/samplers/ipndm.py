@@ -26,7 +26,7 @@ from typing import ClassVar
 from torch import Tensor
 
 from .._checks import check_int
-from ..grids import TimeGrid, UniformTime
+from ..grids import TimeGrid, UniformLogSNR
 from .base import Sampler, SamplingContext
 
 __all__ = ["IPNDM", "ADAMS_BASHFORTH"]
@@ -57,7 +57,7 @@ class IPNDM(Sampler):
 
     order: int = 4
     default_steps: ClassVar[int] = 20
-    default_grid: ClassVar[TimeGrid] = UniformTime()
+    default_grid: ClassVar[TimeGrid] = UniformLogSNR()  # uniform t ends with a step long in lambda
 
     def __post_init__(self):
         check_int("order", self.order)

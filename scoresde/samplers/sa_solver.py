@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_int
-from ..grids import TimeGrid, UniformTime
+from ..grids import TimeGrid, UniformLogSNR
 from .base import Sampler, SamplingContext
 
 __all__ = ["SASolver", "exponential_lagrange_weights"]
@@ -99,7 +99,7 @@ class SASolver(Sampler):
     tau_interval: tuple[float, float] | None = (0.2, 0.8)
     lower_order_final: bool = True
     default_steps: ClassVar[int] = 20
-    default_grid: ClassVar[TimeGrid] = UniformTime()
+    default_grid: ClassVar[TimeGrid] = UniformLogSNR()  # uniform t ends with a step long in lambda
 
     def __post_init__(self):
         for name in ("predictor_order", "corrector_order"):
