@@ -38,6 +38,7 @@ from scoresde import (
     VPSDE,
     Ancestral,
     AnnealedLangevin,
+    DPMSolverAdaptive,
     DPMSolverPP,
     DPMSolverPPSDE,
     DPMSolverSinglestep,
@@ -80,6 +81,7 @@ def samplers(quick: bool):
         ("iPNDM", IPNDM(), 20),
         ("DPM++ SDE", DPMSolverPPSDE(), 10),
         ("SA-Solver", SASolver(), 20),
+        ("DPM adaptive 23", DPMSolverAdaptive(), None),
     ]
     if quick:
         keep = {"DDIM", "DPM++ 2M", "UniPC-3", "Ancestral", "DPM++ SDE", "SA-Solver"}

@@ -43,3 +43,6 @@ __all__ += ["DEIS", "DPMSolverPPSDE", "IPNDM", "DPMSolverSinglestep"]
 from .sa_solver import SASolver  # noqa: E402
 
 __all__ += ["SASolver"]
+from .dpm_adaptive import DPMSolverAdaptive  # noqa: E402
+
+__all__ += ["DPMSolverAdaptive"]

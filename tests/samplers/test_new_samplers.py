@@ -1,4 +1,4 @@
-"""DPM-Solver singlestep, DEIS, iPNDM, DPM-Solver++ SDE and SA-Solver: against their peers on the same inputs,
+"""DPM-Solver singlestep, DEIS, iPNDM, DPM-Solver++ SDE, SA-Solver and the adaptive DPM-Solver: against their peers on the same inputs,
 measured orders on the exact probability flow, and their option checks.
 
 diffusers' schedulers keep float32 tables; where the comparison should be to rounding, the
@@ -18,6 +18,7 @@ from scoresde import (
     IPNDM,
     VESDE,
     VPSDE,
+    DPMSolverAdaptive,
     DPMSolverPPSDE,
     DPMSolverSinglestep,
     GaussianMixture,
@@ -244,6 +245,59 @@ def test_sa_solver_weights_integrate_polynomials_exactly():
         assert abs(sum(ck * p(uk) for ck, uk in zip(c, nodes)) - exact) < 1e-12
 
 
+# ---------------------------------------------------------------------- adaptive DPM-Solver
+@pytest.mark.parametrize("make_sde", [VPSDE, SubVPSDE, lambda: VESDE(sigma_min=0.01, sigma_max=20.0)],
+                         ids=["vp", "subvp", "ve"])
+@pytest.mark.parametrize("order", [2, 3])
+@pytest.mark.parametrize("tols", [{}, {"rtol": 0.01, "atol": 0.001}], ids=["default", "tight"])
+def test_dpm_adaptive_is_k_diffusion(make_sde, order, tols):
+    """k-diffusion's sample_dpm_adaptive from sigma_hat(T) to sigma_hat(t_end): the same accepted steps and result to
+    rounding; our evaluations are k-diffusion's less one per rejected attempt (the start's prediction is kept)."""
+    K = k_diffusion_sampling()
+    sde = make_sde()
+    exact = GaussianMixture.ring(4, radius=2.0, std=0.3, weights=[1.0, 2.0, 3.0, 4.0]).diffused(sde)
+    ends = torch.tensor([sde.T, 1e-3], dtype=torch.float64)
+    alpha, sigma = sde.marginal(ends)
+    sigma_hat = sigma / alpha
+    x_T = torch.randn(128, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * sde.prior_std
+
+    def model(x_hat, s):
+        t = sde.t_from_log_snr(-2 * torch.log(s[0]))
+        return exact.denoiser(sde.marginal(t)[0] * x_hat, t.expand(x_hat.shape[0]))
+
+    ref, info = K.sample_dpm_adaptive(model, x_T / alpha[0], sigma_hat[1].item(), sigma_hat[0].item(), order=order,
+                                      disable=True, return_info=True, **tols)
+    nfes = []
+    ours = scoresde.sample(sde, exact.score, sampler=DPMSolverAdaptive(order=order, **tols), grid=ends, x_init=x_T,
+                           callback=lambda step: nfes.append(step.nfe))
+    assert (ours - alpha[1] * ref).abs().max().item() < 1e-10
+    assert len(nfes) == info["n_accept"] and nfes[-1] == info["nfe"] - info["n_reject"]
+
+
+def test_dpm_adaptive_tolerance_buys_accuracy():
+    """Tighter tolerances: more evaluations and a smaller (max) distance to the exact flow (Dormand-Prince at 1e-11)."""
+    sde, exact, _, x_T = _vp_problem()
+    ref = scoresde.sample(sde, exact.score, sampler=ProbabilityFlow(solvers.Dopri5(1e-11, 1e-11)), x_init=x_T)
+    errs, nfes = [], []
+    for rtol in (0.05, 0.005, 0.0005):
+        n = []
+        out = scoresde.sample(sde, exact.score, sampler=DPMSolverAdaptive(rtol=rtol, atol=rtol / 10), x_init=x_T,
+                              callback=lambda step: n.append(step.nfe))
+        errs.append((out - ref).abs().max().item())
+        nfes.append(n[-1])
+    assert nfes[0] < nfes[1] < nfes[2], nfes
+    # each tenfold tighter tolerance: the error falls 5-8 times (measured 0.081, 0.016, 0.0019 with 39, 55, 106 NFE)
+    assert errs[1] < errs[0] / 3 and errs[2] < errs[1] / 3, errs
+
+
+def test_dpm_adaptive_refuses_steps_and_a_noise_free_end():
+    sde, exact, _, x_T = _vp_problem()
+    with pytest.raises(ValueError, match="steps: .* is adaptive and chooses its own steps"):
+        scoresde.sample(sde, exact.score, sampler=DPMSolverAdaptive(), steps=10, x_init=x_T)
+    with pytest.raises(ValueError, match="grid: DPMSolverAdaptive needs a finite log-SNR at both ends"):
+        scoresde.sample(sde, exact.score, sampler=DPMSolverAdaptive(), grid=torch.tensor([1.0, 0.0]), x_init=x_T)
+
+
 # ---------------------------------------------------------------------- orders on the exact flow
 ORDER_SDES = {
     "vp": (lambda: VPSDE(), 1e-2),
@@ -321,6 +375,12 @@ BAD = [
     (lambda: SASolver(tau_interval=(0.8, 0.2)), ValueError, r"tau_interval: expected None or a pair \(lo, hi\)"),
     (lambda: SASolver(tau_interval=[0.2, 0.8]), ValueError, "tau_interval"),
     (lambda: SASolver(lower_order_final=None), TypeError, "lower_order_final: expected a bool, got None"),
+    (lambda: DPMSolverAdaptive(order=1), ValueError, "order: expected 2 or 3, got 1"),
+    (lambda: DPMSolverAdaptive(rtol=-0.1), ValueError, "rtol"),
+    (lambda: DPMSolverAdaptive(rtol=0.0, atol=0.0), ValueError, "rtol, atol: at least one of them must be positive"),
+    (lambda: DPMSolverAdaptive(h_init=0.0), ValueError, r"h_init: expected a number in \(0.0, inf\], got 0.0"),
+    (lambda: DPMSolverAdaptive(accept_safety="0.8"), TypeError, "accept_safety: expected a real number"),
+    (lambda: DPMSolverAdaptive(max_steps=0), ValueError, "max_steps: expected a positive int, got 0"),
 ]
 
 
@@ -340,5 +400,5 @@ def test_singlestep_without_lower_order_final_needs_a_divisible_grid():
 def test_exported_from_the_front_door():
     import scoresde.samplers as samplers
 
-    for name in ("DPMSolverSinglestep", "DEIS", "IPNDM", "DPMSolverPPSDE", "SASolver"):
+    for name in ("DPMSolverSinglestep", "DEIS", "IPNDM", "DPMSolverPPSDE", "SASolver", "DPMSolverAdaptive"):
         assert getattr(scoresde, name) is getattr(samplers, name)

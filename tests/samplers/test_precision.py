@@ -34,6 +34,7 @@ from scoresde import (
     VPSDE,
     Ancestral,
     AnnealedLangevin,
+    DPMSolverAdaptive,
     DPMSolverPP,
     DPMSolverPPSDE,
     DPMSolverSinglestep,
@@ -77,6 +78,8 @@ SAMPLERS = [
     (DPMSolverPPSDE(), 10),
     (SASolver(), 20),
     (SASolver(3, 3, tau=0.0), 20),
+    (DPMSolverAdaptive(), None),
+    (DPMSolverAdaptive(order=2, eta=1.0), None),
 ]
 
 
