@@ -46,15 +46,20 @@ as_noise_source = solvers.as_noise_source
 # ---------------------------------------------------------------------- checked score
 class _CheckedScore:
     """Calls the user's score, checks its shape, counts evaluations and records (without a
-    host sync) the first time at which it returned a non-finite value."""
+    host sync) the first time at which it returned a non-finite value.
 
-    def __init__(self, score: ScoreFn, like: Tensor):
+    The score receives the state in the state's dtype (`dtype`, e.g. a half-precision network's
+    float16) even where a step computes in higher precision, and its output is cast to it."""
+
+    def __init__(self, score: ScoreFn, like: Tensor, dtype: torch.dtype | None = None):
         self.fn = score
+        self.dtype = like.dtype if dtype is None else dtype
         self.nfe = 0
         self._bad_t = torch.full((), float("nan"), dtype=like.dtype, device=like.device)
         self._bad_input = torch.zeros((), dtype=like.dtype, device=like.device)  # max |x| at that call
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        x = x.to(self.dtype)
         out = self.fn(x, t)
         if not isinstance(out, Tensor) or out.shape != x.shape:
             got = f"shape {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
@@ -97,6 +102,13 @@ class SamplingContext:
         lam: the half-log-SNR $\lambda_{t_i} = \log(\alpha_{t_i}/\sigma_{t_i})$ (DPM-Solver's
             convention; `sde.log_snr` is $2\lambda$), `(N + 1,)`.
         shape, dtype, device: of the state.
+        work_dtype: the dtype of the grid, its coefficients and each step's arithmetic: the
+            state's, or float32 for a float16/bfloat16 state. Such a state is rounded once per step
+            (the loop casts it to `work_dtype` before a step and back after it; the score receives
+            it in `dtype`), not at every operation of the update, and its noise is drawn in
+            float32: with an 8-bit significand (bfloat16) each rounding of a state of size 4 adds a
+            variance of about 1e-4, which widened 0.25-wide modes by 2-4% over 20 steps when every
+            operation rounded.
         final_denoise: whether a step into zero noise follows the last one (`denoise` on a
             grid that ends with $\sigma > 0$: Tweedie's or the flow's, see
             [`final_step`][scoresde.samplers.run.final_step]).
@@ -109,7 +121,8 @@ class SamplingContext:
         self.shape, self.dtype, self.device = shape, dtype, device
         self.batch, self.ndim = shape[0], len(shape)
         self.noise = noise
-        self._score = _CheckedScore(score, ts)
+        self.work_dtype = ts.dtype
+        self._score = _CheckedScore(score, ts, dtype)
         self.alpha, self.sigma = sde._marginal(ts)
         self.lam = 0.5 * sde._log_snr(ts)
         #: the grid as Python floats (read once, before the loop)
@@ -176,7 +189,7 @@ class SamplingContext:
 
     def randn(self) -> Tensor:
         """Standard normal noise shaped like the state, from the call's noise source."""
-        return self.noise.standard_normal(self.shape, self.dtype, self.device)
+        return self.noise.standard_normal(self.shape, self.work_dtype, self.device)
 
     def transition(self, i: int) -> tuple[Tensor, Tensor, Tensor]:
         r"""$(a_i, v_i, h_i)$ of the step $t_i \to t_{i+1}$: $x_{t_i} = a_i x_{t_{i+1}} + \sqrt{v_i} z$, $h_i = \lambda_{t_{i+1}} - \lambda_{t_i}$."""
@@ -251,8 +264,10 @@ class Sampler:
 
     def run(self, ctx: SamplingContext, x: Tensor, report: Callable[..., None]) -> Tensor:
         """The loop: `step` over the grid, `report(i, x, denoised)` after each step."""
-        state = self.init(ctx, x)
+        # each step computes in ctx.work_dtype; the state is stored (rounded once) in ctx.dtype
+        state = self.init(ctx, x.to(ctx.work_dtype))
         for i in range(ctx.steps):
-            x, denoised = self.step(ctx, x, i, state)
+            x, denoised = self.step(ctx, x.to(ctx.work_dtype), i, state)
+            x = x.to(ctx.dtype)
             report(i, x, denoised)
         return x

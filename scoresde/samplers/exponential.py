@@ -277,8 +277,10 @@ class UniPC(Sampler):
         return h_phi_1, b_h, torch.stack(rows), torch.stack(rhs)
 
     def _solve(self, R: Tensor, b: Tensor) -> Tensor:
-        solution, _ = torch.linalg.solve_ex(R, b)
-        return solution
+        # the small system in at least float32 (LU has no float16/bfloat16 kernels), cast back
+        dtype = torch.promote_types(R.dtype, torch.float32)
+        solution, _ = torch.linalg.solve_ex(R.to(dtype), b.to(dtype))
+        return solution.to(R.dtype)
 
     def _update(self, ctx, x_s: Tensor, s: int, t: int, models: list, indices: list, order: int,
                 model_t: Tensor | None) -> Tensor:

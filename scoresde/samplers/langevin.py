@@ -84,9 +84,10 @@ class AnnealedLangevin(Sampler):
         for i in range(ctx.steps + 1):
             # alpha_i = eps sigma_i^2 / sigma_L^2
             step = self.step_lr * (sigmas[i] / sigmas[-1]) ** 2
-            # T steps of x <- x + alpha_i s(x, sigma_i) + sqrt(2 alpha_i) z
-            x = solvers.langevin(lambda x, i=i: ctx.score(x, i), x, self.n_steps_each, solvers.ULA(step),
-                                 noise=ctx.noise, check_finite=False).x
+            # T steps of x <- x + alpha_i s(x, sigma_i) + sqrt(2 alpha_i) z (in the coefficients' precision,
+            # the state stored in its own dtype after each level)
+            x = solvers.langevin(lambda x, i=i: ctx.score(x, i), x.to(ctx.work_dtype), self.n_steps_each,
+                                 solvers.ULA(step), noise=ctx.noise, check_finite=False).x.to(ctx.dtype)
             if i > 0:
                 report(i - 1, x, None)
         return x

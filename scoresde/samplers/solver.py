@@ -117,6 +117,6 @@ class ProbabilityFlow(_SolverStepping):
         def callback(event) -> None:
             report(event.step, event.x, None, event.t_prev, event.t)
 
-        sol = solvers.integrate(problem, x, [ctx.times[0], ctx.times[-1]], solver=self.solver,
+        sol = solvers.integrate(problem, x.to(ctx.work_dtype), [ctx.times[0], ctx.times[-1]], solver=self.solver,
                                 callback=callback, check_finite=False)
         return sol.x
