@@ -46,3 +46,6 @@ __all__ += ["SASolver"]
 from .dpm_adaptive import DPMSolverAdaptive  # noqa: E402
 
 __all__ += ["DPMSolverAdaptive"]
+from .pndm import PNDM  # noqa: E402
+
+__all__ += ["PNDM"]

@@ -40,6 +40,7 @@ from scoresde import (
     DPMSolverSinglestep,
     EDMHeun,
     LangevinCorrector,
+    PNDM,
     PredictorCorrector,
     ProbabilityFlow,
     ReverseDiffusion,
@@ -79,6 +80,7 @@ SAMPLERS = [
     (SASolver(), 20),
     (SASolver(3, 3, tau=0.0), 20),
     (DPMSolverAdaptive(), None),
+    (PNDM(), 20),
     (DPMSolverAdaptive(order=2, eta=1.0), None),
 ]
 
