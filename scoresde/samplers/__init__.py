@@ -35,17 +35,11 @@ __all__ = [
     "fit_grid",
 ]
 from .deis import DEIS  # noqa: E402
+from .dpm_adaptive import DPMSolverAdaptive  # noqa: E402
 from .dpmpp_sde import DPMSolverPPSDE  # noqa: E402
 from .ipndm import IPNDM  # noqa: E402
+from .pndm import PNDM  # noqa: E402
+from .sa_solver import SASolver  # noqa: E402
 from .singlestep import DPMSolverSinglestep  # noqa: E402
 
-__all__ += ["DEIS", "DPMSolverPPSDE", "IPNDM", "DPMSolverSinglestep"]
-from .sa_solver import SASolver  # noqa: E402
-
-__all__ += ["SASolver"]
-from .dpm_adaptive import DPMSolverAdaptive  # noqa: E402
-
-__all__ += ["DPMSolverAdaptive"]
-from .pndm import PNDM  # noqa: E402
-
-__all__ += ["PNDM"]
+__all__ += ["DPMSolverSinglestep", "DEIS", "IPNDM", "PNDM", "DPMSolverPPSDE", "SASolver", "DPMSolverAdaptive"]

@@ -10,7 +10,7 @@ Tolerances, from the unit roundoff $u$ of the dtype ($2^{-11}$ for float16, $2^{
 bfloat16) and the size $R$ of the state:
 
 * per sample, the run tracks the float64 one: its median distance is within $4uR$, the size of
-  a few last roundings of a state of size $R$ (measured 0.3-0.9 $uR$: roundings earlier in the
+  a few last roundings of a state of size $R$ (measured 0.5-1.3 $uR$: roundings earlier in the
   run are damped by the flow's contraction onto the modes);
 * a sample changes mode only if rounding moves its trajectory across a decision boundary, so the
   changed share, and with it the total variation between the mode weights, is $O(u)$: at most
