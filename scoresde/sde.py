@@ -150,8 +150,9 @@ class SDE(abc.ABC):
             # the log-SNR of [0, T] is [lambda_T, lambda_0] (lambda_0 = inf where sigma_0 = 0)
             ends = self._log_snr(torch.tensor([float(self.T), 0.0], dtype=torch.float64))
             lo, hi = ends.tolist()
-            slack = 1e-9 * (1.0 + abs(lo))
-            bad = ~((lam >= lo - slack) & (lam <= hi + 1e-9 * (1.0 + abs(hi))))
+            # rounding slack of the caller's dtype (a float32 log-SNR of T rounds past the float64 end)
+            rel = 8 * torch.finfo(lam.dtype).eps if lam.is_floating_point() else 1e-9
+            bad = ~((lam >= lo - rel * (1.0 + abs(lo))) & (lam <= hi + rel * (1.0 + abs(hi))))
             if bool(bad.any()):
                 first = lam[bad].flatten()[0].item() if lam.ndim else lam.item()
                 raise ValueError(

@@ -143,7 +143,9 @@ def test_bisection_ends_dtype_and_nan():
     sde = TRIG()
     lam_T = sde.log_snr(sde.T).item()
     lam = torch.tensor([float("inf"), 50.0, lam_T - 3.0, float("nan"), 0.0], dtype=torch.float32)
-    t = sde.t_from_log_snr(lam)
+    with pytest.raises(ValueError, match="lam: expected a log-SNR in"):
+        sde.t_from_log_snr(lam)  # the checked method refuses values outside the SDE's range and NaN
+    t = sde._t_from_log_snr(lam)  # the bisection itself clamps to [0, T] and passes NaN through
     assert t.dtype == torch.float32
     assert t[0].item() == 0.0 and t[2].item() == pytest.approx(sde.T) and math.isnan(t[3].item())
     assert t[1].item() == pytest.approx(2 / math.pi * math.atan(math.exp(-25.0)), rel=1e-5)
