@@ -8,7 +8,7 @@ $$f(t) = \frac{d\log\alpha_t}{dt}, \qquad
 g(t)^2 = \frac{d\sigma_t^2}{dt} - 2 f(t)\,\sigma_t^2 = -\sigma_t^2\,\frac{d\lambda_t}{dt},
 \qquad \lambda_t = \log\frac{\alpha_t^2}{\sigma_t^2}$$
 
-(Kingma et al. 2021, eq. 11 and appendix; Song et al. 2021, eq. 5.50 of their appendix), so
+(Kingma et al. 2021; Song et al. 2021), so
 $g^2 > 0$ exactly where the signal-to-noise ratio decreases.
 [`LinearSDE`][scoresde.LinearSDE] takes $\alpha(t)$ and $\sigma(t)$ as tensor
 callables and derives everything else: derivatives by forward-mode autograd unless given,
@@ -89,8 +89,8 @@ class LinearSDE(SDE):
     The SDE pickles (for checkpoints and data-parallel workers) when its callables do:
     prefer module-level functions to lambdas for a process you save.
 
-    Reference: Kingma et al., *Variational Diffusion Models*, NeurIPS 2021, section 3 and
-    appendix A; Song et al., ICLR 2021.
+    References: Kingma et al., *Variational Diffusion Models*, NeurIPS 2021 (the process
+    given by its marginal and its SNR); Song et al., ICLR 2021.
     """
 
     def __init__(
