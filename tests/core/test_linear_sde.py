@@ -345,6 +345,15 @@ def test_bad_named_processes():
         EDM(sigma_max=1.0, sigma_min=2.0)
 
 
+def test_named_processes_pickle():
+    import pickle
+
+    for sde in (RectifiedFlow(0.99), EDM(20.0)):
+        back = pickle.loads(pickle.dumps(sde))
+        assert back == sde
+        torch.testing.assert_close(back.t_from_log_snr(back.log_snr(0.5)), torch.tensor(0.5))
+
+
 def test_equality_and_repr():
     assert RectifiedFlow() == RectifiedFlow(0.999) and RectifiedFlow() != RectifiedFlow(0.9)
     assert EDM() == EDM(80.0) and repr(EDM()) == "EDM(sigma_max=80.0, sigma_min=0.002)"
