@@ -330,24 +330,31 @@ def candidate(sampler, grid, t_end=None, denoise="flow"):
     return run
 
 
+def t_at_noise(sde, sigma_hat_end: float) -> float:
+    """The time where sigma_t/alpha_t = sigma_hat_end (0 where the SDE's noise at t = 0 is larger)."""
+    lam = torch.tensor(-2.0 * math.log(sigma_hat_end), dtype=torch.float64)
+    return max(float(sde.t_from_log_snr(lam).clamp(0.0, sde.T)), 0.0)
+
+
 def candidates() -> dict:
+    """The recipes the default was chosen among (`--candidates`)."""
     from scoresde import DPMSolverPP, KarrasGrid, UniformLogSNR, UniformTime, UniPC
 
-    def to_zero(sde, nfe):
-        # t = 0 (VP, sub-VP: sigma = 0, a grid into zero noise); VE keeps its sigma_min
-        return 0.0
+    def sigma_end(s):
+        return lambda sde, nfe: max(t_at_noise(sde, s), scoresde.grids.default_t_end(sde))
 
     return {
         "2M log-SNR, t 1e-3, Tweedie": candidate(DPMSolverPP(), UniformLogSNR(), None, "tweedie"),
         "2M log-SNR, t 1e-3, flow": candidate(DPMSolverPP(), UniformLogSNR(), None, "flow"),
-        "2M log-SNR, t 1e-4, flow": candidate(DPMSolverPP(), UniformLogSNR(), lambda s, n: 1e-4 * s.T, "flow"),
+        "2M log-SNR, sigma 0.01, flow": candidate(DPMSolverPP(), UniformLogSNR(), sigma_end(0.01), "flow"),
         "2M Karras, t 1e-3, flow": candidate(DPMSolverPP(), KarrasGrid(), None, "flow"),
-        "2M Karras, t 1e-4, flow": candidate(DPMSolverPP(), KarrasGrid(), lambda s, n: 1e-4 * s.T, "flow"),
         "UniPC-2 log-SNR, t 1e-3, flow": candidate(UniPC(order=2), UniformLogSNR(), None, "flow"),
-        "UniPC-3 log-SNR, t 1e-3, flow": candidate(UniPC(order=3), UniformLogSNR(), None, "flow"),
-        "UniPC-2 Karras, t 1e-3, flow": candidate(UniPC(order=2), KarrasGrid(), None, "flow"),
-        "UniPC-3 Karras, t 1e-4, flow": candidate(UniPC(order=3), KarrasGrid(), lambda s, n: 1e-4 * s.T, "flow"),
-        "UniPC-3 uniform t to 0": candidate(UniPC(order=3), UniformTime(), to_zero, None),
+        "UniPC-2 log-SNR, sigma 0.01, flow": candidate(UniPC(order=2), UniformLogSNR(), sigma_end(0.01), "flow"),
+        "UniPC-3 log-SNR, sigma 0.01, flow": candidate(UniPC(order=3), UniformLogSNR(), sigma_end(0.01), "flow"),
+        "UniPC-2 uniform t, t 1e-3, flow": candidate(UniPC(order=2), UniformTime(), None, "flow"),
+        "UniPC-3 uniform t, t 1e-3, flow": candidate(UniPC(order=3), UniformTime(), None, "flow"),
+        "UniPC-2 uniform t, sigma 0.01, flow": candidate(UniPC(order=2), UniformTime(), sigma_end(0.01), "flow"),
+        "UniPC-3 uniform t to 0": candidate(UniPC(order=3), UniformTime(), 0.0, None),
     }
 
 
@@ -443,6 +450,20 @@ def verdict_table(vs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def compact(vs: list[dict]) -> str:
+    """One line per problem and SDE: the verdicts on TV, spread, off and SW2 at each budget (W/T/L)."""
+    nfes = sorted({v["nfe"] for v in vs})
+    cases = list(dict.fromkeys((v["problem"], v["sde"]) for v in vs))
+    lines = ["| problem | SDE | " + " | ".join(f"NFE {b}" for b in nfes) + " |", "|---|---|" + "---|" * len(nfes)]
+    for case in cases:
+        cells = []
+        for b in nfes:
+            at = {v["measure"]: v["verdict"][0].upper() for v in vs if (v["problem"], v["sde"], v["nfe"]) == (*case, b)}
+            cells.append(" ".join(at.get(m, "-") for m in MEASURES))
+        lines.append(f"| {case[0]} | {case[1]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def tally(vs: list[dict]) -> str:
     lines = ["| NFE | wins | ties | losses | losses at |", "|---|---|---|---|---|"]
     for nfe in sorted({v["nfe"] for v in vs}):
@@ -493,7 +514,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     device, dtype = torch.device(args.device), torch.float32
-    n = args.samples or (4000 if args.quick else 20000)
+    n = args.samples or (4000 if args.quick else 6000)
     nfes = [int(b) for b in args.nfes.split(",")] if args.nfes else ([10, 20] if args.quick else [5, 10, 20, 50])
     problems = args.problems.split(",") if args.problems else list(PROBLEMS)
     recipes = {"ours (default)": ours_default}
@@ -523,6 +544,8 @@ def main(argv=None):
     vs = verdicts(rows)
     print("\n## Ours by default against the best peer default (paired bootstrap of the difference)\n")
     print(verdict_table(vs))
+    print("\n## Verdicts on TV, spread, off, SW2 (W win, T tie, L loss)\n")
+    print(compact(vs))
     print("\n## Tally\n")
     print(tally(vs))
     print(f"\n# total {time.perf_counter() - t_all:.0f} s")

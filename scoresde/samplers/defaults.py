@@ -26,15 +26,19 @@ A sampler passed explicitly keeps its own defaults (its grid, no final step unle
 
 from __future__ import annotations
 
+import math
+
+import torch
 from torch import Tensor
 
+from .. import grids
 from .._checks import check_int
 from ..grids import TimeGrid, UniformLogSNR
 from .base import Sampler
-from .exponential import DPMSolverPP, UniPC
+from .exponential import UniPC
 
-__all__ = ["default_sampler", "default_recipe", "DEFAULT_SAMPLER", "DEFAULT_GRID", "DEFAULT_DENOISE",
-           "DEFAULT_STEPS"]
+__all__ = ["default_sampler", "default_recipe", "default_t_end", "DEFAULT_SAMPLER", "DEFAULT_GRID",
+           "DEFAULT_DENOISE", "DEFAULT_STEPS", "DEFAULT_SIGMA_END"]
 
 #: The default sampler (see the module docstring for the measurements).
 DEFAULT_SAMPLER: Sampler = UniPC(order=2)
@@ -44,6 +48,20 @@ DEFAULT_GRID: TimeGrid = UniformLogSNR()
 DEFAULT_DENOISE: str = "flow"
 #: The default number of steps (evaluations) of the default recipe.
 DEFAULT_STEPS: int = 20
+#: The default recipe's grid ends where $\hat\sigma = \sigma_t/\alpha_t$ is this (or at the SDE's
+#: [`default_t_end`][scoresde.grids.default_t_end] if that is later).
+DEFAULT_SIGMA_END: float = 0.01
+
+
+def default_t_end(sde) -> float:
+    r"""The default recipe's end time: where $\sigma_t/\alpha_t$ =
+    [`DEFAULT_SIGMA_END`][scoresde.samplers.defaults.DEFAULT_SIGMA_END], but not before the SDE's
+    [`default_t_end`][scoresde.grids.default_t_end] (VP: $10^{-3}T$, where $\hat\sigma = 0.0105$;
+    sub-VP: $t = 0.027$, where its $\hat\sigma$ falls to 0.01, against $10^{-4}$ at $10^{-3}$; VE: 0,
+    whose $\hat\sigma = \sigma_{\min}$)."""
+    lam = torch.tensor(-2.0 * math.log(DEFAULT_SIGMA_END), dtype=torch.float64)
+    t = float(sde._t_from_log_snr(lam).clamp(0.0, float(sde.T)))
+    return max(t, grids.default_t_end(sde))
 
 
 def default_sampler(sde) -> Sampler:
@@ -75,6 +93,8 @@ def default_recipe(sde, steps: int | None, grid, t_end: float | None, denoise):
     sampler = default_sampler(sde)
     if grid is None:
         grid = DEFAULT_GRID
+    if t_end is None and not isinstance(grid, Tensor):
+        t_end = default_t_end(sde)
     if denoise is None:
         denoise = DEFAULT_DENOISE
         if not isinstance(grid, Tensor):
