@@ -474,6 +474,32 @@ def tally(vs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def candidate_summary(rows: list[dict]) -> str:
+    """Each of our recipes against the best peer default at each (problem, SDE, NFE, measure): the
+    geometric mean over them of (ours + 1e-4) / (best peer + 1e-4) (1e-4 keeps shares of zero from
+    dividing), how many exceed 1.1, and the worst."""
+    keys = list(dict.fromkeys((r["problem"], r["sde"], r["nfe"]) for r in rows))
+    ours = [name for name in dict.fromkeys(r["recipe"] for r in rows) if name not in PEERS and name != "true samples"]
+    lines = ["| recipe | geometric mean of ratios | ratios > 1.1 | worst |", "|---|---|---|---|"]
+    for name in ours:
+        ratios = []
+        for key in keys:
+            at = {r["recipe"]: r for r in rows if (r["problem"], r["sde"], r["nfe"]) == key}
+            peers = [r for n, r in at.items() if n in PEERS and not r.get("failed")]
+            if name not in at or not peers or at[name].get("failed"):
+                continue
+            for m in MEASURES:
+                best = min(r[m] for r in peers if not math.isnan(r[m]))
+                ratios.append(((at[name][m] + 1e-4) / (best + 1e-4), key, m))
+        if not ratios:
+            continue
+        gm = math.exp(sum(math.log(r) for r, _, _ in ratios if not math.isnan(r)) / len(ratios))
+        worst = max((x for x in ratios if not math.isnan(x[0])), key=lambda x: x[0])
+        lines.append(f"| {name} | {gm:.3f} | {sum(r > 1.1 for r, _, _ in ratios)} of {len(ratios)} | "
+                     f"{worst[0]:.1f} ({worst[1][0]}, {worst[1][1]}, NFE {worst[1][2]}, {worst[2]}) |")
+    return "\n".join(lines)
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -548,6 +574,8 @@ def main(argv=None):
     print(compact(vs))
     print("\n## Tally\n")
     print(tally(vs))
+    print("\n## Our recipes against the best peer default (ratios of the measures)\n")
+    print(candidate_summary(rows))
     print(f"\n# total {time.perf_counter() - t_all:.0f} s")
     plot(rows, args.out / "bench_defaults.png")
     for r in rows:
