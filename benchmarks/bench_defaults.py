@@ -39,9 +39,9 @@ the samples of component k in coordinate group g (the coordinates of equal std; 
 an isotropic component), over samples within the 0.999 chi-square Mahalanobis radius
 (corrected for that truncation); `off`, the share of samples farther from every component
 than the radius that holds all but 1e-6 of its mass; `SW2`, sliced Wasserstein-2 distance to
-as many fresh true samples (128 directions). The row `true samples` is each measure's
+as many fresh true samples (64 directions). The row `true samples` is each measure's
 finite-sample floor (the same measure on other true samples). Intervals: 95% bootstrap
-percentiles (200 resamples). Verdicts against the best peer default per measure: the
+percentiles (200 resamples; for SW2, which needs a sort per resample, 20). Verdicts against the best peer default per measure: the
 paired bootstrap (the same resampled indices of the same x_T for both) of the difference,
 `win` if its 95% interval lies below 0, `loss` above, `tie` otherwise.
 
@@ -52,8 +52,9 @@ grids, end times and final steps) at NFE 5, 10, 20 and 50; its table is what
 Usage:
     python benchmarks/bench_defaults.py [--quick] [--candidates] [--device cpu] [--out benchmarks/results]
 
-Full run (20,000 samples, 12 problem x SDE pairs, NFE 5, 10, 20, 50): about 10 minutes on one
-CPU core; `--quick` (4,000 samples, NFE 10, 20): about 1 minute.
+Full run (6,000 samples, 12 problem x SDE pairs, NFE 5, 10, 20, 50): 21 minutes on one shared,
+loaded CPU core (exact scores are cheap; the time is the peers' loops and the bootstrap);
+`--quick` (2,000 samples, NFE 10, 20): 2 to 3 minutes there.
 """
 
 from __future__ import annotations
@@ -529,7 +530,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="4,000 samples, NFE 10 and 20")
+    ap.add_argument("--quick", action="store_true", help="2,000 samples, NFE 10 and 20")
     ap.add_argument("--candidates", action="store_true", help="also run the recipes the default was chosen among")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--samples", type=int, default=None)
@@ -540,7 +541,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     device, dtype = torch.device(args.device), torch.float32
-    n = args.samples or (4000 if args.quick else 6000)
+    n = args.samples or (2000 if args.quick else 6000)
     nfes = [int(b) for b in args.nfes.split(",")] if args.nfes else ([10, 20] if args.quick else [5, 10, 20, 50])
     problems = args.problems.split(",") if args.problems else list(PROBLEMS)
     recipes = {"ours (default)": ours_default}
