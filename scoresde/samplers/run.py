@@ -134,7 +134,8 @@ def sample(
             default recipe, 20, the final step included, so $N$ evaluations).
         grid: a [`TimeGrid`][scoresde.grids.TimeGrid] (default: the sampler's) or an explicit
             strictly decreasing 1-D tensor of times in $[0, T]$ (then `steps` is its length - 1).
-        t_end: the last time of the grid (default [`default_t_end`][scoresde.grids.default_t_end]).
+        t_end: the last time of the grid (default [`default_t_end`][scoresde.grids.default_t_end];
+            for the default recipe, [its own][scoresde.samplers.defaults.default_t_end]).
         generator: the noise source: None, a `torch.Generator`, an int seed, a list of seeds
             or generators with one per sample (a sample then does not depend on its batch),
             or a `solvers` noise source.
