@@ -54,7 +54,7 @@ Usage:
 
 Full run (6,000 samples, 12 problem x SDE pairs, NFE 5, 10, 20, 50): 21 minutes on one shared,
 loaded CPU core (exact scores are cheap; the time is the peers' loops and the bootstrap);
-`--quick` (2,000 samples, NFE 10, 20): 2 to 3 minutes there.
+`--quick` (2,000 samples, NFE 10, 20): 3 to 4 minutes there.
 """
 
 from __future__ import annotations
