@@ -88,6 +88,13 @@ import scoresde
 import solvers
 from scoresde import (
     DDIM,
+    DEIS,
+    IPNDM,
+    LMS,
+    PNDM,
+    DPMSolverPPSDE,
+    DPMSolverSinglestep,
+    SASolver,
     VPSDE,
     Ancestral,
     DPMSolverPP,
@@ -291,8 +298,25 @@ def ours(p: Problem, nfe: int, dtype: torch.dtype = torch.float32) -> list[Entry
         entry("PC, noise norms (uniform t)", PredictorCorrector(corrector=LangevinCorrector(norms="noise")),
               heun_steps, UniformTime(), False),
         entry("EDM Heun + churn 40 (Karras)", EDMHeun(churn=40.0), heun_steps, KarrasGrid(), False),
+        # the field's other samplers (issue-17 set), each on its own default grid, within the same budget
+        entry("LMS-4 (log-SNR)", LMS(), within(LMS(), nfe - 1), UniformLogSNR(), True),
+        entry("DEIS-3 (log-SNR)", DEIS(), within(DEIS(), nfe - 1), UniformLogSNR(), True),
+        entry("iPNDM (log-SNR)", IPNDM(), within(IPNDM(), nfe - 1), UniformLogSNR(), True),
+        entry("PNDM (uniform t)", PNDM(), within(PNDM(), nfe - 1), UniformTime(), True),
+        entry("DPM-Solver 3S (log-SNR)", DPMSolverSinglestep(order=3), within(DPMSolverSinglestep(order=3), nfe - 1),
+              UniformLogSNR(), True),
+        entry("SA-Solver (log-SNR)", SASolver(), within(SASolver(), nfe - 1), UniformLogSNR(), False),
+        entry("DPM-Solver++ SDE (Karras)", DPMSolverPPSDE(), within(DPMSolverPPSDE(), nfe - 1), KarrasGrid(), False),
     ]
     return [e for e in entries if e is not None]
+
+
+def within(sampler, budget: int) -> int:
+    """The most steps whose score evaluations fit in `budget` (0 when even one step does not)."""
+    steps = 0
+    while sampler.evaluations(steps + 1) <= budget:
+        steps += 1
+    return steps
 
 
 def peers(p: Problem, nfe: int, dtype: torch.dtype = torch.float32) -> list[Entry]:
