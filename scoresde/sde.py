@@ -152,8 +152,9 @@ class SDE(abc.ABC):
             # the log-SNR of [0, T] is [lambda_T, lambda_0] (lambda_0 = inf where sigma_0 = 0)
             ends = self._log_snr(torch.tensor([float(self.T), 0.0], dtype=torch.float64))
             lo, hi = ends.tolist()
-            # rounding slack of the caller's dtype (a float32 log-SNR of T rounds past the float64 end)
-            rel = 8 * torch.finfo(lam.dtype).eps if lam.is_floating_point() else 1e-9
+            # a few float32 roundings of slack (a log-SNR computed from float32 tables, e.g. a peer's
+            # sigma_max, rounds past the float64 end); the result is clamped into [0, T] below
+            rel = 8 * torch.finfo(torch.float32).eps
             bad = ~((lam >= lo - rel * (1.0 + abs(lo))) & (lam <= hi + rel * (1.0 + abs(hi))))
             if bool(bad.any()):
                 first = lam[bad].flatten()[0].item() if lam.ndim else lam.item()
@@ -161,7 +162,7 @@ class SDE(abc.ABC):
                     f"lam: expected a log-SNR in [log_snr(T), log_snr(0)] = [{lo:.6g}, {hi:.6g}], the range of"
                     f" {type(self).__name__} on [0, T] = [0, {self.T}], got {first!r}"
                 )
-        return self._t_from_log_snr(lam)
+        return self._t_from_log_snr(lam).clamp(0.0, float(self.T))
 
     def prior_sample(
         self,
