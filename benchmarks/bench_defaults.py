@@ -122,7 +122,7 @@ class Problem:
     sde_name: str
     sde: object
     mixture: GaussianMixture
-    exact: scoresde.DiffusedMixture
+    exact: scoresde.analytic.DiffusedMixture
     projections: torch.Tensor
     groups: torch.Tensor  # (K, D) coordinate group of each coordinate, per component
     n_groups: int
@@ -331,7 +331,8 @@ def candidate(sampler, grid, t_end=None, denoise="flow"):
 
 
 def candidates() -> dict:
-    from scoresde import DPMSolverPP, KarrasGrid, UniformLogSNR, UniformTime, UniPC
+    from scoresde import DPMSolverPP, UniPC
+    from scoresde.grids import KarrasGrid, UniformLogSNR, UniformTime
 
     def to_zero(sde, nfe):
         # t = 0 (VP, sub-VP: sigma = 0, a grid into zero noise); VE keeps its sigma_min

@@ -40,7 +40,7 @@ from ._checks import (
 )
 from .vp_schedules import CosineSchedule, LinearSchedule, VPSchedule
 
-__all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "ReverseSDE", "ProbabilityFlowODE", "ForwardSDE"]
+__all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "ReverseSDE", "ProbabilityFlowODE"]
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -202,10 +202,6 @@ class SDE(abc.ABC):
         if probability_flow:
             return ProbabilityFlowODE(self, score)
         return ReverseSDE(self, score)
-
-    def as_problem(self) -> "ForwardSDE":
-        """The forward SDE as a `solvers` problem (`drift(x, t)`, `diffusion(x, t)`)."""
-        return ForwardSDE(self)
 
     # ------------------------------------------------------------------ dunder
     def __eq__(self, other: object) -> bool:
@@ -438,23 +434,6 @@ def _score_drift(sde: SDE, score: ScoreFn, x: Tensor, t: Tensor, weight: float) 
     f = append_dims(sde._drift_coef(t), x.ndim)
     g2 = append_dims(sde._diffusion(t) ** 2, x.ndim)
     return f * x - weight * g2 * _checked_score(score, x, t)
-
-
-class ForwardSDE:
-    """The forward SDE as a `solvers` problem: `drift(x, t)` and `diffusion(x, t)`."""
-
-    noise_type = "additive"
-
-    def __init__(self, sde: SDE):
-        self.sde = sde
-
-    def drift(self, x: Tensor, t: Tensor) -> Tensor:
-        t = _time_like(t, x)
-        return append_dims(self.sde._drift_coef(t), x.ndim) * x
-
-    def diffusion(self, x: Tensor, t: Tensor) -> Tensor:
-        t = _time_like(t, x)
-        return append_dims(self.sde._diffusion(t), x.ndim).expand_as(x)
 
 
 class ReverseSDE:

@@ -13,20 +13,16 @@ import solvers
 import torch
 
 import scoresde
-from scoresde import (
+from scoresde import VESDE, VPSDE, GaussianMixture, SubVPSDE
+from scoresde.grids import KarrasGrid, UniformLogSNR
+from scoresde.samplers import (
     DEIS,
     IPNDM,
-    VESDE,
-    VPSDE,
     DPMSolverAdaptive,
     DPMSolverPPSDE,
     DPMSolverSinglestep,
-    GaussianMixture,
-    KarrasGrid,
     ProbabilityFlow,
     SASolver,
-    SubVPSDE,
-    UniformLogSNR,
 )
 from scoresde.samplers.singlestep import singlestep_orders
 
@@ -331,7 +327,7 @@ def order_problem(request):
     return sde, exact, x_T, t_end, ref
 
 
-@pytest.mark.parametrize("sampler, ns, order, band", ORDERS, ids=lambda v: repr(v) if isinstance(v, scoresde.Sampler) else "")
+@pytest.mark.parametrize("sampler, ns, order, band", ORDERS, ids=lambda v: repr(v) if isinstance(v, scoresde.samplers.Sampler) else "")
 def test_convergence_order(order_problem, sampler, ns, order, band):
     sde, exact, x_T, t_end, ref = order_problem
     errs = []

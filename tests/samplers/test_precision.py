@@ -28,24 +28,26 @@ import torch
 import scoresde
 from scoresde import (
     DDIM,
-    DEIS,
-    IPNDM,
     VESDE,
     VPSDE,
     Ancestral,
     AnnealedLangevin,
-    DPMSolverAdaptive,
     DPMSolverPP,
-    DPMSolverPPSDE,
-    DPMSolverSinglestep,
     EDMHeun,
     LangevinCorrector,
     PredictorCorrector,
-    ProbabilityFlow,
     ReverseDiffusion,
+    UniPC,
+)
+from scoresde.samplers import (
+    DEIS,
+    IPNDM,
+    DPMSolverAdaptive,
+    DPMSolverPPSDE,
+    DPMSolverSinglestep,
+    ProbabilityFlow,
     ReverseSDESampler,
     SASolver,
-    UniPC,
 )
 
 from .conftest import ring

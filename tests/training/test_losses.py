@@ -12,16 +12,10 @@ import pytest
 import torch
 from scipy import integrate, stats
 
-from scoresde import (
-    PREDICTIONS,
-    VESDE,
-    VPSDE,
+from scoresde import VESDE, VPSDE, DSMLoss, GaussianMixture, ScoreModel, SubVPSDE
+from scoresde.losses import (
     DDPMLoss,
-    DSMLoss,
-    GaussianMixture,
     NCSNLoss,
-    ScoreModel,
-    SubVPSDE,
     ddpm_loss,
     dsm_loss,
     eps_loss,
@@ -29,6 +23,7 @@ from scoresde import (
     v_loss,
     x0_loss,
 )
+from scoresde.parameterization import PREDICTIONS
 
 SDES = {"vp": VPSDE, "subvp": SubVPSDE, "ve": lambda: VESDE(sigma_min=0.01, sigma_max=5.0)}
 MEAN = torch.tensor([1.0, -0.5], dtype=torch.float64)
