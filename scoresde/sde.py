@@ -13,7 +13,7 @@ SDE and the probability-flow ODE) is shared, with no branch on the SDE's type.
 
 This module is purely continuous: it knows nothing of the discrete DDPM and NCSN chains.
 `scoresde.chains` owns the conversions both ways
-([`DDPMSchedule.from_sde`][scoresde.DDPMSchedule.from_sde] and `to_sde()`, the same
+([`DDPMSchedule.from_sde`][scoresde.chains.DDPMSchedule.from_sde] and `to_sde()`, the same
 for NCSN) and provides the conveniences `VPSDE.discretize(N)`, `SubVPSDE.discretize(N)` and
 `VESDE.discretize(L)`, so the import graph has one direction only: chains -> sde.
 
@@ -144,7 +144,7 @@ class SDE(abc.ABC):
         return self._log_snr(self._time(t))
 
     def t_from_log_snr(self, lam: float | Tensor) -> Tensor:
-        r"""The time $t$ with $\lambda_t$ equal to `lam` (inverse of [`log_snr`][scoresde.SDE.log_snr])."""
+        r"""The time $t$ with $\lambda_t$ equal to `lam` (inverse of [`log_snr`][scoresde.sde.SDE.log_snr])."""
         lam = as_time(lam, name="lam")
         if validation_enabled():
             # the log-SNR of [0, T] is [lambda_T, lambda_0] (lambda_0 = inf where sigma_0 = 0)
@@ -290,7 +290,7 @@ class VPSDE(_VPFamily):
     selects Nichol & Dhariwal's, and a [`VPSchedule`][scoresde.vp_schedules.VPSchedule] instance
     any other (for example the interpolated schedule of a discrete chain).
     `discretize(N)` gives its DDPM chain (see
-    [`DDPMSchedule.from_sde`][scoresde.DDPMSchedule.from_sde]).
+    [`DDPMSchedule.from_sde`][scoresde.chains.DDPMSchedule.from_sde]).
 
     Arguments:
         beta_min: $\beta(0)$, default 0.1 (Song et al. 2021).
@@ -360,7 +360,7 @@ class VESDE(SDE):
     marginal $x_t = x_0 + \sigma(t)\,\varepsilon$ is exact for the SDE started from
     $p_{\text{data}} * \mathcal N(0, \sigma_{\min}^2 I)$. Prior $\mathcal N(0, \sigma_{\max}^2 I)$.
     `discretize(L)` gives NCSN's $L$ levels (see
-    [`NCSNSchedule.from_sde`][scoresde.NCSNSchedule.from_sde]).
+    [`NCSNSchedule.from_sde`][scoresde.chains.NCSNSchedule.from_sde]).
 
     Arguments:
         sigma_min: the smallest noise level, default 0.01.

@@ -36,14 +36,14 @@ from .exponential import DPMSolverPP, UniPC
 __all__ = ["default_sampler", "default_recipe", "DEFAULT_SAMPLER", "DEFAULT_GRID", "DEFAULT_DENOISE",
            "DEFAULT_STEPS"]
 
-#: The default sampler (see the module docstring for the measurements).
 DEFAULT_SAMPLER: Sampler = UniPC(order=2)
-#: The default grid.
+"""The default sampler (see the module docstring for the measurements)."""
 DEFAULT_GRID: TimeGrid = UniformLogSNR()
-#: The default final step into zero noise.
+"""The default grid."""
 DEFAULT_DENOISE: str = "flow"
-#: The default number of steps (evaluations) of the default recipe.
+"""The default final step into zero noise."""
 DEFAULT_STEPS: int = 20
+"""The default number of steps (evaluations) of the default recipe."""
 
 
 def default_sampler(sde) -> Sampler:
