@@ -44,6 +44,7 @@ from scoresde import (
     ReverseDiffusion,
     UniPC,
 )
+from scoresde.samplers import PNDM
 from scoresde.samplers import (
     DEIS,
     IPNDM,
@@ -84,6 +85,7 @@ def samplers(quick: bool):
         ("DPM++ SDE", DPMSolverPPSDE(), 10),
         ("SA-Solver", SASolver(), 20),
         ("DPM adaptive 23", DPMSolverAdaptive(), None),
+        ("PNDM", PNDM(), 20),
     ]
     if quick:
         keep = {"DDIM", "DPM++ 2M", "UniPC-3", "Ancestral", "DPM++ SDE", "SA-Solver"}

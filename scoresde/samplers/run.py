@@ -243,7 +243,9 @@ def sample(
             strictly decreasing 1-D tensor of times in $[0, T]$ (then `steps` is its length - 1).
         t_end: the last time of the grid (default [`default_t_end`][scoresde.grids.default_t_end]).
         generator: the noise source: None, a `torch.Generator`, an int seed, a list of seeds
-            or generators with one per sample (a sample then does not depend on its batch),
+            or generators with one per sample (a sample then does not depend on its batch:
+            bit for bit with exact scores; a network's arithmetic depends on the batch size,
+            so with a network up to rounding),
             or a `solvers` noise source.
         x_init: start from this state at `grid[0]` instead of a prior draw (e.g. a latent from
             the probability-flow encoder).

@@ -415,7 +415,7 @@ class Trainer:
         target = path if path is not None else self.config.checkpoint
         if target is None:
             raise ValueError("path: expected a checkpoint path (or config.checkpoint), got None")
-        path = Path(target)
+        path = check_checkpoint_path(target)
         bad = non_finite_state({
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
