@@ -9,7 +9,9 @@ so the transition from clean data is Gaussian, $x_t \mid x_0 \sim
 $\tfrac{d}{dt}\sigma_t^2 = 2 f(t)\sigma_t^2 + g(t)^2$. A subclass supplies $f$, $g$ and
 $(\alpha_t, \sigma_t)$ in closed form, the log-SNR $\lambda_t = \log(\alpha_t^2/\sigma_t^2)$
 and its inverse, and a prior; everything else (perturbation, prior sampling, the reverse
-SDE and the probability-flow ODE) is shared, with no branch on the SDE's type.
+SDE and the probability-flow ODE) is shared, with no branch on the SDE's type. A process
+given by its marginal alone, $(\alpha_t, \sigma_t)$, is [`LinearSDE`][scoresde.LinearSDE]
+(rectified flow and EDM's process are two of them).
 
 This module is purely continuous: it knows nothing of the discrete DDPM and NCSN chains.
 `scoresde.chains` owns the conversions both ways
@@ -150,8 +152,9 @@ class SDE(abc.ABC):
             # the log-SNR of [0, T] is [lambda_T, lambda_0] (lambda_0 = inf where sigma_0 = 0)
             ends = self._log_snr(torch.tensor([float(self.T), 0.0], dtype=torch.float64))
             lo, hi = ends.tolist()
-            slack = 1e-9 * (1.0 + abs(lo))
-            bad = ~((lam >= lo - slack) & (lam <= hi + 1e-9 * (1.0 + abs(hi))))
+            # rounding slack of the caller's dtype (a float32 log-SNR of T rounds past the float64 end)
+            rel = 8 * torch.finfo(lam.dtype).eps if lam.is_floating_point() else 1e-9
+            bad = ~((lam >= lo - rel * (1.0 + abs(lo))) & (lam <= hi + rel * (1.0 + abs(hi))))
             if bool(bad.any()):
                 first = lam[bad].flatten()[0].item() if lam.ndim else lam.item()
                 raise ValueError(
