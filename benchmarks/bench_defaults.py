@@ -123,7 +123,7 @@ class Problem:
     sde_name: str
     sde: object
     mixture: GaussianMixture
-    exact: scoresde.DiffusedMixture
+    exact: scoresde.analytic.DiffusedMixture
     projections: torch.Tensor
     groups: torch.Tensor  # (K, D) coordinate group of each coordinate, per component
     n_groups: int
@@ -339,7 +339,8 @@ def t_at_noise(sde, sigma_hat_end: float) -> float:
 
 def candidates() -> dict:
     """The recipes the default was chosen among (`--candidates`)."""
-    from scoresde import DPMSolverPP, KarrasGrid, UniformLogSNR, UniformTime, UniPC
+    from scoresde import DPMSolverPP, UniPC
+    from scoresde.grids import KarrasGrid, UniformLogSNR, UniformTime
 
     def sigma_end(s):
         return lambda sde, nfe: max(t_at_noise(sde, s), scoresde.grids.default_t_end(sde))

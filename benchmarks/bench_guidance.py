@@ -26,16 +26,15 @@ from torch import nn
 
 from scoresde import (
     VPSDE,
-    GuidanceInterval,
     GaussianMixture,
     ScoreModel,
     cfg_score,
     classifier_guided_score,
-    classifier_log_prob,
     guided_score,
     impute,
     nets,
 )
+from scoresde.guidance import GuidanceInterval, classifier_log_prob
 
 
 def timed(fn, device, reps):

@@ -32,26 +32,28 @@ from torch import Tensor
 import scoresde
 from scoresde import (
     DDIM,
-    DEIS,
-    IPNDM,
     VESDE,
     VPSDE,
     Ancestral,
     AnnealedLangevin,
-    DPMSolverAdaptive,
     DPMSolverPP,
-    DPMSolverPPSDE,
-    DPMSolverSinglestep,
     EDMHeun,
     GaussianMixture,
     LangevinCorrector,
-    PNDM,
     PredictorCorrector,
-    ProbabilityFlow,
     ReverseDiffusion,
+    UniPC,
+)
+from scoresde.samplers import PNDM
+from scoresde.samplers import (
+    DEIS,
+    IPNDM,
+    DPMSolverAdaptive,
+    DPMSolverPPSDE,
+    DPMSolverSinglestep,
+    ProbabilityFlow,
     ReverseSDESampler,
     SASolver,
-    UniPC,
 )
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -33,7 +33,7 @@ zero noise with the score held fixed, which keeps the spread that Tweedie's post
 removes, sigma_hat^2 / 2 s^2 = 0.5% of each component's standard deviation here); their ODE
 distances are to the reference followed by the same step ("exact probability flow, flow end").
 
-Rows marked "fitted grid" run on a grid fitted by `scoresde.fit_grid` to the same exact
+Rows marked "fitted grid" run on a grid fitted by `scoresde.samplers.fit_grid` to the same exact
 score on 4000 other prior draws (the pilot; at NFE 5, 10 and 20), minimising their RMS
 distance to the exact flow; the fit's own time is reported apart from the sampling time.
 The row "UniPC-3 (fitted grid to t = 1/NFE)" (NFE 10 and 20) has the structure of the rows "to 0":
@@ -88,28 +88,20 @@ import scoresde
 import solvers
 from scoresde import (
     DDIM,
-    DEIS,
-    IPNDM,
     LMS,
-    PNDM,
-    DPMSolverPPSDE,
-    DPMSolverSinglestep,
-    SASolver,
     VPSDE,
     Ancestral,
     DPMSolverPP,
     EDMHeun,
     GaussianMixture,
-    Hutchinson,
-    KarrasGrid,
     LangevinCorrector,
     PredictorCorrector,
-    ProbabilityFlow,
-    ReverseSDESampler,
-    UniformLogSNR,
-    UniformTime,
     UniPC,
 )
+from scoresde.samplers import DEIS, IPNDM, PNDM, DPMSolverPPSDE, DPMSolverSinglestep, SASolver
+from scoresde.grids import KarrasGrid, UniformLogSNR, UniformTime
+from scoresde.likelihood import Hutchinson
+from scoresde.samplers import ProbabilityFlow, ReverseSDESampler
 
 T_END = 1e-3
 N_TRAIN = 1000  # the peers' discrete chain
@@ -125,7 +117,7 @@ class Problem:
     dim: int
     sde: VPSDE
     mixture: GaussianMixture
-    exact: scoresde.DiffusedMixture
+    exact: scoresde.analytic.DiffusedMixture
     std: float
     radius2: float  # squared "on-mode" radius: std^2 * chi2_{0.999}(dim)
     radius2_off: float  # squared "off every mode" radius: std^2 * chi2_{1 - 1e-6}(dim)
@@ -220,13 +212,13 @@ def fit_once(p: Problem, cache: dict, sampler, steps: int, dtype: torch.dtype, t
     if "grid" not in cache:
         t0 = time.perf_counter()
         if t_end is None:
-            cache["grid"] = scoresde.fit_grid(p.sde, p.exact.score, sampler, steps, p.pilot.to(dtype),
+            cache["grid"] = scoresde.samplers.fit_grid(p.sde, p.exact.score, sampler, steps, p.pilot.to(dtype),
                                               reference=p.pilot_ref)
         else:
             size = p.decision_pilot or DECISION_PILOT
             pilot = torch.randn(size, p.dim, generator=torch.Generator().manual_seed(98),
                                 dtype=torch.float64).to(p.pilot.device)
-            cache["grid"] = scoresde.fit_grid(p.sde, p.exact.score, sampler, steps, pilot.to(dtype), t_end=t_end)
+            cache["grid"] = scoresde.samplers.fit_grid(p.sde, p.exact.score, sampler, steps, pilot.to(dtype), t_end=t_end)
         cache["seconds"] = time.perf_counter() - t0
     return cache["grid"]
 

@@ -9,7 +9,7 @@ Two measurements, each printed as a table and saved (JSON and PNG) under `--out`
    independent held-out sets, averaged over 5 pairs: what a perfect model would score.
    Every set is i.i.d. (two moons included, see `_common.two_moons`). Target: within 2x
    the floor. Two more rows sample with 10 evaluations (UniPC-3), on the log-SNR grid and on
-   a grid fitted to the trained model by `scoresde.fit_grid` (2000 other prior draws), with
+   a grid fitted to the trained model by `scoresde.samplers.fit_grid` (2000 other prior draws), with
    their RMS distance to the model's own probability flow from the same noise; that flow
    (a tight Dormand-Prince solve) is a row too: what an exact ODE sampler of this model scores.
 2. **Digits.** A class-conditional U-Net is trained with condition dropout exactly as in
@@ -45,7 +45,9 @@ import train_2d  # noqa: E402
 import train_digits  # noqa: E402
 import scoresde  # noqa: E402
 import solvers  # noqa: E402
-from scoresde import DPMSolverPP, ProbabilityFlow, ReverseDiffusion, UniformLogSNR, UniPC, fit_grid  # noqa: E402
+from scoresde import DPMSolverPP, ReverseDiffusion, UniPC  # noqa: E402
+from scoresde.grids import UniformLogSNR  # noqa: E402
+from scoresde.samplers import ProbabilityFlow, fit_grid  # noqa: E402
 
 #: the few-step rows: UniPC-3 with 9 steps and the final denoising (10 evaluations), on the
 #: log-SNR grid and on a grid fitted to the trained model with `fit_grid` on other prior draws

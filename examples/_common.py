@@ -26,10 +26,10 @@ from scoresde import (
     ReverseDiffusion,
     ScoreModel,
     SubVPSDE,
-    image_grid,
     nets,
-    ncsn_sigma_max,
 )
+from scoresde.plotting import image_grid
+from scoresde.samplers import ncsn_sigma_max
 
 SDE_NAMES = ("vp", "subvp", "ve")
 SDE_TITLES = {"vp": "VP", "subvp": "sub-VP", "ve": "VE"}
@@ -165,7 +165,8 @@ def run_digits(args, sde, title: str, loss, prediction: str, samplers: dict) -> 
     from a sample to its nearest training digit next to the same for real held-out digits (a
     memorising model would sit far below the real value).
     """
-    from scoresde import Trainer, save_loss_curve
+    from scoresde import Trainer
+    from scoresde.plotting import save_loss_curve
 
     if args.smoke:
         args.steps = min(args.steps, 20)

@@ -24,7 +24,8 @@ import torch  # noqa: E402
 
 import _common as C  # noqa: E402
 import train_digits  # noqa: E402
-from scoresde import DPMSolverPP, cfg_score, save_loss_curve  # noqa: E402
+from scoresde import DPMSolverPP, cfg_score  # noqa: E402
+from scoresde.plotting import save_loss_curve  # noqa: E402
 
 NULL = 10  # the null label: nets.UNet(num_classes=10) reserves index 10 for "no class"
 

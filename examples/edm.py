@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 import _common as C  # noqa: E402
-from scoresde import EDM, DPMSolverPP, DSMLoss, EDMHeun, ReverseSDESampler  # noqa: E402
+from scoresde import EDM, DPMSolverPP, DSMLoss, EDMHeun  # noqa: E402
+from scoresde.samplers import ReverseSDESampler  # noqa: E402
 from scoresde.grids import KarrasGrid  # noqa: E402
 
 def log_uniform_eps_weight(t: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,8 @@ import solvers  # noqa: E402
 import torch  # noqa: E402
 
 import _common as C  # noqa: E402
-from scoresde import DPMSolverPP, DSMLoss, ProbabilityFlow, RectifiedFlow, ReverseSDESampler  # noqa: E402
+from scoresde import DPMSolverPP, DSMLoss, RectifiedFlow  # noqa: E402
+from scoresde.samplers import ProbabilityFlow, ReverseSDESampler  # noqa: E402
 from scoresde.grids import UniformLogSNR  # noqa: E402
 
 

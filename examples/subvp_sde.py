@@ -23,15 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C  # noqa: E402
-from scoresde import (  # noqa: E402
-    DPMSolverPP,
-    DSMLoss,
-    LangevinCorrector,
-    PredictorCorrector,
-    ProbabilityFlow,
-    ReverseSDESampler,
-    SubVPSDE,
-)
+from scoresde import DPMSolverPP, DSMLoss, LangevinCorrector, PredictorCorrector, SubVPSDE  # noqa: E402
+from scoresde.samplers import ProbabilityFlow, ReverseSDESampler  # noqa: E402
 
 
 def main(argv=None) -> dict:

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 import _common as C  # noqa: E402
-from scoresde import DSMLoss, Trainer, nets, save_loss_curve  # noqa: E402
+from scoresde import DSMLoss, Trainer, nets  # noqa: E402
+from scoresde.plotting import save_loss_curve  # noqa: E402
 
 
 def unet(smoke: bool, num_classes: int | None = None) -> nets.UNet:

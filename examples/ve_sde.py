@@ -31,16 +31,10 @@ import torch  # noqa: E402
 import _common as C  # noqa: E402
 import scoresde  # noqa: E402
 import train_digits  # noqa: E402
-from scoresde import (  # noqa: E402
-    AnnealedLangevin,
-    NCSNLoss,
-    PredictorCorrector,
-    Trainer,
-    ncsn_levels,
-    ncsn_sigma_max,
-    ncsn_step_size,
-    save_loss_curve,
-)
+from scoresde import AnnealedLangevin, PredictorCorrector, Trainer  # noqa: E402
+from scoresde.losses import NCSNLoss  # noqa: E402
+from scoresde.plotting import save_loss_curve  # noqa: E402
+from scoresde.samplers import ncsn_levels, ncsn_sigma_max, ncsn_step_size  # noqa: E402
 
 
 def main(argv=None) -> dict:

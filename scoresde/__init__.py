@@ -1,58 +1,80 @@
 """scoresde: score-based diffusion models as stochastic differential equations.
 
-The public API in one import:
+The front door holds the main path: the SDEs and their discrete chains, `ScoreModel`,
+`sample`/`impute`/`log_likelihood`, the common samplers, guidance, the analytic mixture and
+training.
 
 ```python
-from scoresde import VPSDE, SubVPSDE, VESDE, ScoreModel
+import scoresde
+from scoresde import VPSDE, GaussianMixture, DPMSolverPP
+
+sde = VPSDE()
+score = GaussianMixture.ring(8).diffused(sde).score
+x = scoresde.sample(sde, score, (1000, 2), DPMSolverPP(order=3), steps=10, generator=0)
 ```
 
-See the documentation's tutorials for the mathematics behind each piece.
+Everything else lives in its subpackage or module and is documented there:
+`scoresde.samplers` (every sampler and the sampling loop), `scoresde.grids` (time grids),
+`scoresde.guidance`, `scoresde.training`, `scoresde.losses`, `scoresde.likelihood`,
+`scoresde.parameterization` (eps/score/x0/v conversions), `scoresde.vp_schedules`,
+`scoresde.analytic`, `scoresde.sde` (the reverse SDE and probability-flow problems),
+`scoresde.chains`, `scoresde.inpainting`, `scoresde.nets`, `scoresde.plotting`, and the
+training recipes `scoresde.flow`, `scoresde.preconditioning`, `scoresde.noise_levels`,
+`scoresde.recipes`, `scoresde.score_matching`. See the documentation's tutorials for the
+mathematics behind each piece.
 """
 
-from . import analytic, chains, parameterization, vp_schedules
-from ._checks import validation, validation_enabled
-from .analytic import DiffusedMixture, GaussianMixture
-from .vp_schedules import CosineSchedule, InterpolatedSchedule, LinearSchedule, VPSchedule
-from .parameterization import (
-    PREDICTIONS,
-    ScoreModel,
-    convert,
-    eps_to_score,
-    eps_to_v,
-    eps_to_x0,
-    score_to_eps,
-    score_to_x0,
-    tweedie_denoiser,
-    v_to_eps,
-    v_to_x0,
-    x0_to_eps,
-    x0_to_score,
-    x0_to_v,
+# The subpackages and modules, as attributes (`scoresde.samplers.DEIS`); none is star-imported.
+from . import (  # noqa: F401
+    analytic,
+    chains,
+    flow,
+    grids,
+    guidance,
+    inpainting,
+    likelihood,
+    linear_sde,
+    losses,
+    nets,
+    noise_levels,
+    parameterization,
+    plotting,
+    preconditioning,
+    recipes,
+    samplers,
+    score_matching,
+    sde,
+    training,
+    vp_schedules,
 )
+from .analytic import GaussianMixture
 from .chains import DDPMSchedule, NCSNSchedule
-from .sde import SDE, VESDE, VPSDE, ForwardSDE, ProbabilityFlowODE, ReverseSDE, SubVPSDE
+from .guidance import LinearMeasurement, cfg_score, classifier_guided_score, guided_score, posterior_score
+from .inpainting import impute
+from .likelihood import log_likelihood
 from .linear_sde import EDM, LinearSDE, RectifiedFlow
-
-# Each of these modules lists its public names in its own __all__.
-from . import guidance, likelihood, losses, sampling, training  # noqa: E402
-from .guidance import *  # noqa: E402,F401,F403
-from .inpainting import IMPUTE_PREDICTORS, impute, replace_known  # noqa: E402
-from .likelihood import *  # noqa: E402,F401,F403
-from .losses import *  # noqa: E402,F401,F403
-from .sampling import *  # noqa: E402,F401,F403
-from .training import *  # noqa: E402,F401,F403
-
-# Training recipes (flow matching, EDM) and score matching without noise.
-from . import flow, noise_levels, preconditioning, recipes, score_matching  # noqa: E402
-from .noise_levels import *  # noqa: E402,F401,F403
-from .parameterization import MODEL_PREDICTIONS  # noqa: E402
-from .preconditioning import *  # noqa: E402,F401,F403
-from .recipes import *  # noqa: E402,F401,F403
-from .score_matching import *  # noqa: E402,F401,F403
+from .losses import DSMLoss
+from .parameterization import ScoreModel
+from .samplers import (
+    LMS,
+    DDIM,
+    Ancestral,
+    AnnealedLangevin,
+    DPMSolverPP,
+    EDMHeun,
+    LangevinCorrector,
+    PredictorCorrector,
+    ReverseDiffusion,
+    UniPC,
+    sample,
+)
+from .sde import SDE, VESDE, VPSDE, SubVPSDE
+from .training import TrainConfig, Trainer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    # forward processes and their discrete chains
     "SDE",
     "VPSDE",
     "SubVPSDE",
@@ -60,44 +82,35 @@ __all__ = [
     "LinearSDE",
     "RectifiedFlow",
     "EDM",
-    "ReverseSDE",
-    "ProbabilityFlowODE",
-    "ForwardSDE",
-    "VPSchedule",
-    "LinearSchedule",
-    "CosineSchedule",
-    "InterpolatedSchedule",
     "DDPMSchedule",
     "NCSNSchedule",
+    # a network as a score
     "ScoreModel",
-    "PREDICTIONS",
-    "convert",
-    "eps_to_score",
-    "score_to_eps",
-    "eps_to_x0",
-    "x0_to_eps",
-    "score_to_x0",
-    "x0_to_score",
-    "tweedie_denoiser",
-    "eps_to_v",
-    "v_to_eps",
-    "x0_to_v",
-    "v_to_x0",
+    # sampling, imputation and likelihood
+    "sample",
+    "impute",
+    "log_likelihood",
+    # the common samplers (every sampler: scoresde.samplers)
+    "DPMSolverPP",
+    "UniPC",
+    "DDIM",
+    "EDMHeun",
+    "Ancestral",
+    "ReverseDiffusion",
+    "PredictorCorrector",
+    "LangevinCorrector",
+    "AnnealedLangevin",
+    "LMS",
+    # guidance (the rest: scoresde.guidance)
+    "guided_score",
+    "cfg_score",
+    "classifier_guided_score",
+    "posterior_score",
+    "LinearMeasurement",
+    # exact references and training
     "GaussianMixture",
-    "DiffusedMixture",
-    "validation",
-    "validation_enabled",
-    "analytic",
-    "vp_schedules",
-    "chains",
-    "parameterization",
-    "guidance",
-    "likelihood",
-    "losses",
-    "sampling",
-    "training",
+    "DSMLoss",
+    "Trainer",
+    "TrainConfig",
+    "__version__",
 ]
-__all__ += ["impute", "replace_known", "IMPUTE_PREDICTORS"]
-__all__ += guidance.__all__ + likelihood.__all__ + losses.__all__ + sampling.__all__ + training.__all__
-__all__ += ["MODEL_PREDICTIONS", "flow", "noise_levels", "preconditioning", "recipes", "score_matching"]
-__all__ += noise_levels.__all__ + preconditioning.__all__ + recipes.__all__ + score_matching.__all__

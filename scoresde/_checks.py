@@ -5,7 +5,7 @@ name the argument, the value received and what was expected, in one consistent s
 
 Checks on tensor *values* (a time outside `[0, T]`, a NaN) need the value on the host,
 which on a GPU is a synchronisation. They run unless switched off with
-[`validation(False)`][scoresde.validation]; samplers validate their time grid once and
+[`validation(False)`][scoresde._checks.validation]; samplers validate their time grid once and
 then run their loop with value checks off, so nothing is copied to the host per step.
 Checks on shapes and dtypes are free and always run.
 """
@@ -20,7 +20,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["validation", "validation_enabled", "append_dims", "broadcast_to_batch"]
+__all__ = ["validation", "validation_enabled", "append_dims"]
 
 _state = threading.local()
 
@@ -40,7 +40,7 @@ def validation(enabled: bool) -> Iterator[None]:
 
     Example:
         ```python
-        with scoresde.validation(False):
+        with scoresde._checks.validation(False):
             alpha, sigma = sde.marginal(t)   # no host sync
         ```
     """
@@ -164,10 +164,3 @@ def append_dims(v: Tensor, ndim: int) -> Tensor:
             f"cannot broadcast a tensor of shape {tuple(v.shape)} against data of rank {ndim}"
         )
     return v.reshape(v.shape + (1,) * (ndim - v.ndim))
-
-
-def broadcast_to_batch(v: Tensor | float, x: Tensor) -> Tensor | float:
-    """Shape a per-sample coefficient `v` (number, 0-d or `(B,)`) to multiply `x` `(B, ...)`."""
-    if isinstance(v, Tensor):
-        return append_dims(v, x.ndim)
-    return v

@@ -396,12 +396,12 @@ class NCSNSchedule:
 
 
 def _discretize_vp(self: _VPFamily, N: int) -> DDPMSchedule:
-    r"""The DDPM chain with `N` steps: [`DDPMSchedule.from_sde(self, N)`][scoresde.DDPMSchedule.from_sde]."""
+    r"""The DDPM chain with `N` steps: [`DDPMSchedule.from_sde(self, N)`][scoresde.chains.DDPMSchedule.from_sde]."""
     return DDPMSchedule.from_sde(self, N)
 
 
 def _discretize_ve(self: VESDE, N: int) -> NCSNSchedule:
-    r"""NCSN's `N` geometric levels: [`NCSNSchedule.from_sde(self, N)`][scoresde.NCSNSchedule.from_sde]."""
+    r"""NCSN's `N` geometric levels: [`NCSNSchedule.from_sde(self, N)`][scoresde.chains.NCSNSchedule.from_sde]."""
     return NCSNSchedule.from_sde(self, check_int("N", N, minimum=2))
 
 

@@ -284,7 +284,7 @@ class DSMLoss:
             if not callable(getattr(time_sampler, "sample", None)):
                 raise TypeError(
                     "time_sampler: expected a noise-level proposal with a method sample(sde, n, ...)"
-                    f" (e.g. scoresde.LogNormalSigma()), got {type(time_sampler).__name__}"
+                    f" (e.g. scoresde.noise_levels.LogNormalSigma()), got {type(time_sampler).__name__}"
                 )
             if importance_sampling:
                 raise ValueError("time_sampler: expected None with importance_sampling=True (each draws the times)")

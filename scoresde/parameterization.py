@@ -48,7 +48,6 @@ __all__ = [
     "v_to_eps",
     "x0_to_v",
     "v_to_x0",
-    "tweedie_denoiser",
     "convert",
     "ScoreModel",
     "MODEL_PREDICTIONS",
@@ -108,10 +107,6 @@ def score_to_x0(score: Tensor, x_t: Tensor, alpha: Tensor | float, sigma: Tensor
     r"""Tweedie's formula $E[x_0\mid x_t] = (x_t + \sigma_t^2\nabla\log p_t(x_t))/\alpha_t$ ($\alpha_t \ne 0$)."""
     s = _b(sigma, x_t, "sigma")
     return (x_t + s * s * score) / _b(alpha, x_t, "alpha", "Tweedie's formula (score_to_x0)")
-
-
-#: Tweedie's denoiser, an alias of [`score_to_x0`][scoresde.parameterization.score_to_x0].
-tweedie_denoiser = score_to_x0
 
 
 def x0_to_score(x0: Tensor, x_t: Tensor, alpha: Tensor | float, sigma: Tensor | float) -> Tensor:

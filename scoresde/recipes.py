@@ -10,7 +10,7 @@ weighting and noise-level distribution, for any SDE of the protocol:
 
 The losses are exact in every prediction space (the error is computed where the network
 lives and multiplied by the known factor); a `ScoreModel` with `prediction="flow"` (flow
-matching) or `prediction="x0"` around [`EDMPreconditioning`][scoresde.EDMPreconditioning]
+matching) or `prediction="x0"` around [`EDMPreconditioning`][scoresde.preconditioning.EDMPreconditioning]
 (EDM) is trained on the paper's error itself.
 """
 
@@ -89,7 +89,7 @@ def edm_loss(
     with $\tilde\sigma_t = \sigma_t/\alpha_t$ drawn by
     [`LogNormalSigma`][scoresde.noise_levels.LogNormalSigma] (truncated to the SDE's range)
     and the score-space weighting [`edm_weighting`][scoresde.preconditioning.edm_weighting].
-    For a model around [`EDMPreconditioning`][scoresde.EDMPreconditioning] the effective
+    For a model around [`EDMPreconditioning`][scoresde.preconditioning.EDMPreconditioning] the effective
     loss is $\|F_\theta - (x_0 - c_{\text{skip}}\tilde x)/c_{\text{out}}\|^2$ with weight 1.
 
     Arguments:

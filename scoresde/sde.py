@@ -15,7 +15,7 @@ given by its marginal alone, $(\alpha_t, \sigma_t)$, is [`LinearSDE`][scoresde.L
 
 This module is purely continuous: it knows nothing of the discrete DDPM and NCSN chains.
 `scoresde.chains` owns the conversions both ways
-([`DDPMSchedule.from_sde`][scoresde.DDPMSchedule.from_sde] and `to_sde()`, the same
+([`DDPMSchedule.from_sde`][scoresde.chains.DDPMSchedule.from_sde] and `to_sde()`, the same
 for NCSN) and provides the conveniences `VPSDE.discretize(N)`, `SubVPSDE.discretize(N)` and
 `VESDE.discretize(L)`, so the import graph has one direction only: chains -> sde.
 
@@ -42,7 +42,7 @@ from ._checks import (
 )
 from .vp_schedules import CosineSchedule, LinearSchedule, VPSchedule
 
-__all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "ReverseSDE", "ProbabilityFlowODE", "ForwardSDE"]
+__all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "ReverseSDE", "ProbabilityFlowODE"]
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -146,7 +146,7 @@ class SDE(abc.ABC):
         return self._log_snr(self._time(t))
 
     def t_from_log_snr(self, lam: float | Tensor) -> Tensor:
-        r"""The time $t$ with $\lambda_t$ equal to `lam` (inverse of [`log_snr`][scoresde.SDE.log_snr])."""
+        r"""The time $t$ with $\lambda_t$ equal to `lam` (inverse of [`log_snr`][scoresde.sde.SDE.log_snr])."""
         lam = as_time(lam, name="lam")
         if validation_enabled():
             # the log-SNR of [0, T] is [lambda_T, lambda_0] (lambda_0 = inf where sigma_0 = 0)
@@ -206,10 +206,6 @@ class SDE(abc.ABC):
         if probability_flow:
             return ProbabilityFlowODE(self, score)
         return ReverseSDE(self, score)
-
-    def as_problem(self) -> "ForwardSDE":
-        """The forward SDE as a `solvers` problem (`drift(x, t)`, `diffusion(x, t)`)."""
-        return ForwardSDE(self)
 
     # ------------------------------------------------------------------ dunder
     def __eq__(self, other: object) -> bool:
@@ -298,7 +294,7 @@ class VPSDE(_VPFamily):
     selects Nichol & Dhariwal's, and a [`VPSchedule`][scoresde.vp_schedules.VPSchedule] instance
     any other (for example the interpolated schedule of a discrete chain).
     `discretize(N)` gives its DDPM chain (see
-    [`DDPMSchedule.from_sde`][scoresde.DDPMSchedule.from_sde]).
+    [`DDPMSchedule.from_sde`][scoresde.chains.DDPMSchedule.from_sde]).
 
     Arguments:
         beta_min: $\beta(0)$, default 0.1 (Song et al. 2021).
@@ -368,7 +364,7 @@ class VESDE(SDE):
     marginal $x_t = x_0 + \sigma(t)\,\varepsilon$ is exact for the SDE started from
     $p_{\text{data}} * \mathcal N(0, \sigma_{\min}^2 I)$. Prior $\mathcal N(0, \sigma_{\max}^2 I)$.
     `discretize(L)` gives NCSN's $L$ levels (see
-    [`NCSNSchedule.from_sde`][scoresde.NCSNSchedule.from_sde]).
+    [`NCSNSchedule.from_sde`][scoresde.chains.NCSNSchedule.from_sde]).
 
     Arguments:
         sigma_min: the smallest noise level, default 0.01.
@@ -442,23 +438,6 @@ def _score_drift(sde: SDE, score: ScoreFn, x: Tensor, t: Tensor, weight: float) 
     f = append_dims(sde._drift_coef(t), x.ndim)
     g2 = append_dims(sde._diffusion(t) ** 2, x.ndim)
     return f * x - weight * g2 * _checked_score(score, x, t)
-
-
-class ForwardSDE:
-    """The forward SDE as a `solvers` problem: `drift(x, t)` and `diffusion(x, t)`."""
-
-    noise_type = "additive"
-
-    def __init__(self, sde: SDE):
-        self.sde = sde
-
-    def drift(self, x: Tensor, t: Tensor) -> Tensor:
-        t = _time_like(t, x)
-        return append_dims(self.sde._drift_coef(t), x.ndim) * x
-
-    def diffusion(self, x: Tensor, t: Tensor) -> Tensor:
-        t = _time_like(t, x)
-        return append_dims(self.sde._diffusion(t), x.ndim).expand_as(x)
 
 
 class ReverseSDE:

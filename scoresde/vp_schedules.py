@@ -125,7 +125,7 @@ class CosineSchedule(VPSchedule):
     $\beta = \infty$; the continuous SDE therefore stops at $u_{\text{end}} < 1$ (default
     0.9946, the truncation DPM-Solver uses), where $\beta$ is finite and the log-SNR is
     about $-10$. The published discrete chain (betas clipped at 0.999) is
-    [`DDPMSchedule.cosine`][scoresde.DDPMSchedule.cosine].
+    [`DDPMSchedule.cosine`][scoresde.chains.DDPMSchedule.cosine].
 
     Arguments:
         s: the offset $s > 0$ (0.008 in the paper).

@@ -1,4 +1,4 @@
-"""Samplers of score-based diffusion models; the public names are re-exported by `scoresde.sampling`."""
+"""Samplers of score-based diffusion models: the sampling loop, every sampler, the imputation wrapper."""
 
 from .base import PerSampleGenerators, Sampler, SamplingContext, StepInfo, as_noise_source
 from .run import sample

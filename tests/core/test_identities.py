@@ -7,7 +7,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scoresde import PREDICTIONS, GaussianMixture, ScoreModel, VPSDE, convert, tweedie_denoiser
+from scoresde import GaussianMixture, ScoreModel, VPSDE
+from scoresde.parameterization import PREDICTIONS, convert, score_to_x0
 from scoresde.parameterization import eps_to_v, v_to_x0, x0_to_v
 
 from .conftest import make_sde, sde_names
@@ -65,7 +66,7 @@ def test_tweedie_formula_is_the_posterior_mean(name, u, seed):
     t = torch.full((8,), u * sde.T)
     x_t = exact.sample(8, t, generator=g)
     alpha, sigma = sde.marginal(t)
-    tweedie = tweedie_denoiser(exact.score(x_t, t), x_t, alpha, sigma)
+    tweedie = score_to_x0(exact.score(x_t, t), x_t, alpha, sigma)
     assert torch.allclose(tweedie, exact.denoiser(x_t, t), rtol=1e-8, atol=1e-8 * sde.prior_std)
     # and E[eps | x_t] = -sigma * score
     assert torch.allclose(exact.eps(x_t, t), -sigma[:, None] * exact.score(x_t, t), rtol=1e-7, atol=1e-7)
@@ -189,5 +190,5 @@ def test_identities_on_cuda():
     alpha, sigma = sde.marginal(t)
     s = exact.score(x, t)
     assert s.device.type == "cuda"
-    assert torch.allclose(tweedie_denoiser(s, x, alpha, sigma), exact.denoiser(x, t), rtol=1e-8, atol=1e-8)
+    assert torch.allclose(score_to_x0(s, x, alpha, sigma), exact.denoiser(x, t), rtol=1e-8, atol=1e-8)
     assert math.isfinite(exact.log_prob(x, t).sum().item())

@@ -31,19 +31,19 @@ from scoresde import (
     LangevinCorrector,
     LinearSDE,
     PredictorCorrector,
-    ProbabilityFlow,
     RectifiedFlow,
     ReverseDiffusion,
-    ReverseSDESampler,
     SubVPSDE,
     UniPC,
     classifier_guided_score,
     guided_score,
     log_likelihood,
 )
+from scoresde.samplers import ProbabilityFlow, ReverseSDESampler
 from scoresde.grids import KarrasGrid, UniformLogSNR
 
 from .conftest import make_sde
+from .forward import ForwardProblem
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -158,7 +158,7 @@ def _simulate(sde, x0, t1, steps, n, seed):
     _, s0 = sde.marginal(0.0)
     x = x0 + s0 * torch.randn(n, 1, generator=gen)
     ts = torch.linspace(0.0, t1, steps + 1)
-    return solvers.integrate(sde.as_problem(), x, ts, solvers.EulerMaruyama(), noise=gen).x
+    return solvers.integrate(ForwardProblem(sde), x, ts, solvers.EulerMaruyama(), noise=gen).x
 
 
 @pytest.mark.parametrize("name, t1", [("trig", 0.9), ("rf", 0.9), ("edm", 3.0)])

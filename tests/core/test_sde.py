@@ -7,9 +7,11 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scoresde import VESDE, VPSDE, SubVPSDE, validation
+from scoresde import VESDE, VPSDE, SubVPSDE
+from scoresde._checks import validation
 
 from .conftest import make_sde, sde_names
+from .forward import ForwardProblem
 
 
 @given(name=sde_names, u=st.floats(0.02, 0.98))
@@ -136,7 +138,7 @@ def test_marginal_against_simulation(name):
     gen = torch.Generator().manual_seed(1234)
     m0, v0 = _start(sde, torch.tensor(x0))
     x = x0 + v0.sqrt() * torch.randn(n, 1, generator=gen)
-    problem = sde.as_problem()
+    problem = ForwardProblem(sde)
     ts = torch.linspace(0, sde.T, steps + 1)
     with validation(False):
         for t0, t1 in zip(ts[:-1], ts[1:]):

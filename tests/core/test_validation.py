@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import scoresde
-from scoresde import VESDE, VPSDE, GaussianMixture, SubVPSDE, validation
+from scoresde import VESDE, VPSDE, GaussianMixture, SubVPSDE
+from scoresde._checks import validation
 from scoresde.vp_schedules import CosineSchedule, InterpolatedSchedule
 
 
@@ -49,7 +50,7 @@ def test_validation_switch_skips_value_checks_only():
             sde.drift(torch.randn(3, 2), torch.rand(4))
     with pytest.raises(ValueError):
         sde.marginal(1.5)
-    assert scoresde.validation_enabled()
+    assert scoresde._checks.validation_enabled()
     with pytest.raises(TypeError, match="enabled"):
         with validation("no"):
             pass

@@ -10,18 +10,15 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scoresde import (
+from scoresde import VESDE, VPSDE, classifier_guided_score, guided_score
+from scoresde.guidance import (
     GuidanceInterval,
-    VESDE,
-    VPSDE,
     classifier_guided_eps,
-    classifier_guided_score,
     composed_score,
-    guided_score,
     noise_level,
     product_of_experts,
-    score_to_eps,
 )
+from scoresde.parameterization import score_to_eps
 
 from .conftest import labelled_ring, make_sde, points, sde_names
 

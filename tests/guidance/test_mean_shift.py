@@ -8,7 +8,8 @@ step by $O(h^2)$ (so both converge to the conditional, at different finite-step 
 import pytest
 import torch
 
-from scoresde import VESDE, VPSDE, Ancestral, MeanShiftGuidance, classifier_guided_score, sample
+from scoresde import VESDE, VPSDE, Ancestral, classifier_guided_score, sample
+from scoresde.samplers import MeanShiftGuidance
 from scoresde.samplers import SamplingContext, as_noise_source
 
 from .conftest import WEIGHTS, labelled_ring

@@ -8,20 +8,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from scoresde import (
-    VPSDE,
-    ScoreModel,
-    cfg_score,
+from scoresde import VPSDE, ScoreModel, cfg_score, classifier_guided_score, guided_score
+from scoresde.guidance import (
     classifier_gradient,
-    classifier_guided_score,
     classifier_log_prob,
     composed_score,
-    convert,
-    eps_to_v,
-    guided_score,
     rescale_guidance,
-    score_to_eps,
 )
+from scoresde.parameterization import convert, eps_to_v, score_to_eps
 
 from ..conftest import devices
 from .conftest import labelled_ring, make_sde, points, sde_names

@@ -13,16 +13,8 @@ import torch
 from scipy.stats import chi2
 from torch import nn
 
-from scoresde import (
-    VESDE,
-    VPSDE,
-    GaussianMixture,
-    classifier_guided_score,
-    classifier_log_prob,
-    guided_score,
-    impute,
-    train_noisy_classifier,
-)
+from scoresde import VESDE, VPSDE, GaussianMixture, classifier_guided_score, guided_score, impute
+from scoresde.guidance import classifier_log_prob, train_noisy_classifier
 
 from .conftest import WEIGHTS, labelled_ring
 

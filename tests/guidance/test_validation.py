@@ -6,25 +6,20 @@ import pytest
 import torch
 from torch import nn
 
-from scoresde import (
-    VPSDE,
+from scoresde import VPSDE, ScoreModel, cfg_score, classifier_guided_score, guided_score, impute
+from scoresde.guidance import (
     GuidanceInterval,
-    ScoreModel,
-    cfg_score,
     classifier_gradient,
     classifier_guided_eps,
-    classifier_guided_score,
     classifier_log_prob,
     composed_score,
-    guided_score,
-    impute,
     noise_level,
     noisy_classifier_loss,
     product_of_experts,
-    replace_known,
     rescale_guidance,
     train_noisy_classifier,
 )
+from scoresde.inpainting import replace_known
 
 from .conftest import labelled_ring
 

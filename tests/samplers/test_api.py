@@ -14,12 +14,11 @@ from scoresde import (
     EDMHeun,
     LangevinCorrector,
     PredictorCorrector,
-    ProbabilityFlow,
     ReverseDiffusion,
-    ReverseSDESampler,
     ScoreModel,
     UniPC,
 )
+from scoresde.samplers import ProbabilityFlow, ReverseSDESampler
 
 from ..conftest import devices
 from .conftest import ring
@@ -230,7 +229,7 @@ def test_score_returning_nan_is_reported_with_its_time(sampler):
         return torch.where(t[:, None] < 0.5, torch.full_like(out, float("nan")), out)
 
     with pytest.raises(ValueError, match=r"score: returned a non-finite value \(NaN or inf\) at t = 0\.4"):
-        _run(score=score, sampler=sampler, steps=10, grid=scoresde.UniformTime())
+        _run(score=score, sampler=sampler, steps=10, grid=scoresde.grids.UniformTime())
 
 
 def test_diverging_sampler_is_reported():
@@ -263,7 +262,7 @@ def test_last_step_into_zero_noise_is_the_denoiser(sampler):
     on long grids too (where the multistep methods otherwise keep their full order)."""
     sde = VPSDE()
     exact = ring().diffused(sde)
-    ts = scoresde.UniformTime()(sde, 20, t_end=0.0)
+    ts = scoresde.grids.UniformTime()(sde, 20, t_end=0.0)
     seen = []
     x = scoresde.sample(sde, exact.score, (6, 2), sampler, grid=ts, generator=0, callback=seen.append)
     assert torch.isfinite(x).all()

@@ -8,7 +8,8 @@ import solvers
 import torch
 
 import scoresde
-from scoresde import DDIM, DPMSolverPP, GaussianMixture, ProbabilityFlow
+from scoresde import DDIM, DPMSolverPP, GaussianMixture
+from scoresde.samplers import ProbabilityFlow
 
 from ..conftest import devices
 from .conftest import SDES, ring
@@ -87,7 +88,7 @@ def test_flow_end_is_the_midpoint_of_the_state_and_its_denoised_estimate(sde, sa
 def test_flow_end_into_a_noise_free_grid_end_changes_nothing():
     sde = SDES["vp"]()
     exact = ring().diffused(sde)
-    kw = dict(shape=(5, 2), sampler=DPMSolverPP(), steps=6, grid=scoresde.UniformTime(), t_end=0.0, generator=0)
+    kw = dict(shape=(5, 2), sampler=DPMSolverPP(), steps=6, grid=scoresde.grids.UniformTime(), t_end=0.0, generator=0)
     torch.testing.assert_close(scoresde.sample(sde, exact.score, denoise="flow", **kw),
                                scoresde.sample(sde, exact.score, **kw), rtol=1e-12, atol=1e-12)
 

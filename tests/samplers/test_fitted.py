@@ -5,19 +5,9 @@ import solvers
 import torch
 
 import scoresde
-from scoresde import (
-    DDIM,
-    VPSDE,
-    DPMSolverPP,
-    FittedGrid,
-    GaussianMixture,
-    KarrasGrid,
-    ProbabilityFlow,
-    UniformLogSNR,
-    UniformTime,
-    UniPC,
-    fit_grid,
-)
+from scoresde import DDIM, VPSDE, DPMSolverPP, GaussianMixture, UniPC
+from scoresde.grids import KarrasGrid, UniformLogSNR, UniformTime
+from scoresde.samplers import FittedGrid, ProbabilityFlow, fit_grid
 
 from ..conftest import devices
 from .conftest import SDES, ring

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from scoresde import VESDE, VPSDE, KarrasGrid, SubVPSDE, UniformLogSNR, UniformTime
+from scoresde import VESDE, VPSDE, SubVPSDE
+from scoresde.grids import KarrasGrid, UniformLogSNR, UniformTime
 from scoresde.grids import check_grid, default_t_end
 
 

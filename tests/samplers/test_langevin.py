@@ -7,7 +7,8 @@ import torch
 from scipy import stats
 
 import scoresde
-from scoresde import VESDE, AnnealedLangevin, GaussianMixture, ncsn_levels, ncsn_ratio, ncsn_sigma_max, ncsn_step_size
+from scoresde import VESDE, AnnealedLangevin, GaussianMixture
+from scoresde.samplers import ncsn_levels, ncsn_ratio, ncsn_sigma_max, ncsn_step_size
 
 
 def test_annealed_langevin_reaches_ulas_stationary_law():

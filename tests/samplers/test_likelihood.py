@@ -7,7 +7,9 @@ import solvers
 import torch
 
 import scoresde
-from scoresde import VPSDE, GaussianMixture, Hutchinson, ProbabilityFlow, bits_per_dim, dequantize, log_likelihood
+from scoresde import VPSDE, GaussianMixture, log_likelihood
+from scoresde.likelihood import Hutchinson, bits_per_dim, dequantize
+from scoresde.samplers import ProbabilityFlow
 
 from ..conftest import devices
 from .conftest import ring

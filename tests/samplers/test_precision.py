@@ -32,26 +32,28 @@ import torch
 import scoresde
 from scoresde import (
     DDIM,
-    DEIS,
-    IPNDM,
     LMS,
     VESDE,
     VPSDE,
     Ancestral,
     AnnealedLangevin,
-    DPMSolverAdaptive,
     DPMSolverPP,
-    DPMSolverPPSDE,
-    DPMSolverSinglestep,
     EDMHeun,
     LangevinCorrector,
-    PNDM,
     PredictorCorrector,
-    ProbabilityFlow,
     ReverseDiffusion,
+    UniPC,
+)
+from scoresde.samplers import (
+    DEIS,
+    IPNDM,
+    DPMSolverAdaptive,
+    DPMSolverPPSDE,
+    DPMSolverSinglestep,
+    PNDM,
+    ProbabilityFlow,
     ReverseSDESampler,
     SASolver,
-    UniPC,
 )
 
 from .conftest import ring

@@ -25,11 +25,10 @@ from scoresde import (
     GaussianMixture,
     LangevinCorrector,
     PredictorCorrector,
-    ProbabilityFlow,
     ReverseDiffusion,
-    ReverseSDESampler,
     UniPC,
 )
+from scoresde.samplers import ProbabilityFlow, ReverseSDESampler
 from scoresde.grids import default_t_end
 
 from .conftest import SDES, ring

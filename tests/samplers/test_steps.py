@@ -17,13 +17,12 @@ from scoresde import (
     EDMHeun,
     GaussianMixture,
     NCSNSchedule,
-    ProbabilityFlow,
     ReverseDiffusion,
-    ReverseSDESampler,
     SubVPSDE,
-    UniformLogSNR,
     UniPC,
 )
+from scoresde.grids import UniformLogSNR
+from scoresde.samplers import ProbabilityFlow, ReverseSDESampler
 
 from .conftest import ring
 
@@ -230,7 +229,7 @@ def test_edm_heun_is_karras_algorithm_2(sde, churn):
     written here from the exact denoiser and the SDE's inverse log-SNR, on a 5-step Karras grid."""
     exact = ring().diffused(sde)
     steps, s_noise = 5, 1.003
-    ts = scoresde.KarrasGrid(7.0)(sde, steps)
+    ts = scoresde.grids.KarrasGrid(7.0)(sde, steps)
     x_T = sde.prior_sample((B, 2), generator=torch.Generator().manual_seed(0))
     sampler = EDMHeun(churn=churn, s_tmin=0.05, s_tmax=50.0, s_noise=s_noise)
     out = scoresde.sample(sde, exact.score, sampler=sampler, grid=ts, x_init=x_T, generator=torch.Generator().manual_seed(7))

@@ -8,7 +8,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from scoresde import VPSDE, DSMLoss, GaussianMixture, ScoreModel, Trainer, init_distributed, nets
+from scoresde import VPSDE, DSMLoss, GaussianMixture, ScoreModel, Trainer, nets
+from scoresde.training import init_distributed
 
 WORLD = 2
 

@@ -12,13 +12,9 @@ import pytest
 import torch
 from scipy import integrate, stats
 
-from scoresde import (
-    PREDICTIONS,
-    VESDE,
-    VPSDE,
+from scoresde import VESDE, VPSDE, DSMLoss, GaussianMixture, ScoreModel, SubVPSDE
+from scoresde.losses import (
     DDPMLoss,
-    DSMLoss,
-    GaussianMixture,
     NCSNLoss,
     ScoreModel,
     ddpm_loss,
@@ -28,6 +24,7 @@ from scoresde import (
     v_loss,
     x0_loss,
 )
+from scoresde.parameterization import PREDICTIONS
 
 from ..sde_zoo import sdes  # noqa: E402
 

@@ -14,26 +14,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import integrate, stats
 
-from scoresde import (
-    MODEL_PREDICTIONS,
-    SDE,
-    VESDE,
-    VPSDE,
-    DSMLoss,
+from scoresde import SDE, VESDE, VPSDE, DSMLoss, GaussianMixture, ScoreModel, SubVPSDE
+from scoresde.losses import dsm_loss
+from scoresde.noise_levels import LogitNormalTime, LogNormalSigma, LogSNRNormal
+from scoresde.parameterization import MODEL_PREDICTIONS
+from scoresde.preconditioning import (
     EDMPreconditioning,
-    GaussianMixture,
-    LogitNormalTime,
-    LogNormalSigma,
-    LogSNRNormal,
-    ScoreModel,
-    SubVPSDE,
-    dsm_loss,
     edm_coefficients,
-    edm_loss,
     edm_loss_weight,
     edm_weighting,
-    flow_matching_loss,
 )
+from scoresde.recipes import edm_loss, flow_matching_loss
 from scoresde.flow import flow_target, from_flow, marginal_derivatives, to_flow
 
 D64 = torch.float64

@@ -11,14 +11,8 @@ import math
 import pytest
 import torch
 
-from scoresde import (
-    VESDE,
-    VPSDE,
-    ScoreModel,
-    ism_loss,
-    noisy_score_matching_loss,
-    ssm_loss,
-)
+from scoresde import VESDE, VPSDE, ScoreModel
+from scoresde.score_matching import ism_loss, noisy_score_matching_loss, ssm_loss
 
 D64 = torch.float64
 

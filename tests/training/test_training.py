@@ -12,21 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from scoresde import (
-    EMA,
-    VESDE,
-    VPSDE,
-    CheckpointError,
-    DSMLoss,
-    GaussianMixture,
-    NonFiniteLossError,
-    ScoreModel,
-    TrainConfig,
-    Trainer,
-    nets,
-    save_image_grid,
-    save_loss_curve,
-)
+from scoresde import VESDE, VPSDE, DSMLoss, GaussianMixture, ScoreModel, TrainConfig, Trainer, nets
+from scoresde.plotting import save_image_grid, save_loss_curve
+from scoresde.training import EMA, CheckpointError, NonFiniteLossError
 
 N, BATCH = 256, 32  # 8 batches per epoch: a 12-step run crosses an epoch boundary
 
