@@ -97,7 +97,7 @@ from scoresde import (
     KarrasGrid,
     LangevinCorrector,
     PredictorCorrector,
-    ProbabilityFlow,
+    ProbabilityFlowSampler,
     ReverseSDESampler,
     UniformLogSNR,
     UniformTime,
@@ -360,7 +360,7 @@ def reference(p: Problem, x_T: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     """The probability-flow ODE from x_T to t = 1e-3 by Dormand-Prince at 1e-8 (float64), then
     Tweedie's final step, and, from the same solve, the flow's final step (x / alpha + Tweedie) / 2."""
     seen = []
-    tweedie = scoresde.sample(p.sde, p.exact.score, sampler=ProbabilityFlow(solvers.Dopri5(1e-8, 1e-8)),
+    tweedie = scoresde.sample(p.sde, p.exact.score, sampler=ProbabilityFlowSampler(solvers.Dopri5(1e-8, 1e-8)),
                               x_init=x_T.double(), t_end=T_END, denoise=True, callback=seen.append)
     alpha, _ = p.sde.marginal(seen[-1].t_next)
     return tweedie, 0.5 * (seen[-1].x / alpha + tweedie)

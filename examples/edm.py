@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 import _common as C  # noqa: E402
 from scoresde import EDM, DPMSolverPP, DSMLoss, EDMHeun, ReverseSDESampler  # noqa: E402
-from scoresde.grids import KarrasGrid  # noqa: E402
+from scoresde.time_grids import KarrasGrid  # noqa: E402
 
 SIGMA_DATA = 0.5  # EDM's sigma_data; the digits in [-1, 1] have per-pixel std about 0.6
 

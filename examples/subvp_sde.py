@@ -28,7 +28,7 @@ from scoresde import (  # noqa: E402
     DSMLoss,
     LangevinCorrector,
     PredictorCorrector,
-    ProbabilityFlow,
+    ProbabilityFlowSampler,
     ReverseSDESampler,
     SubVPSDE,
 )
@@ -41,7 +41,7 @@ def main(argv=None) -> dict:
     samplers = {
         "reverse SDE (Euler-Maruyama), 500 steps": (ReverseSDESampler(), 500, {}),
         "predictor-corrector, 250 steps": (PredictorCorrector(corrector=LangevinCorrector(norms="noise")), 250, {}),
-        "probability flow (Heun), 50 steps": (ProbabilityFlow(), 50, {}),
+        "probability flow (Heun), 50 steps": (ProbabilityFlowSampler(), 50, {}),
         "DPM-Solver++(3M), 20 steps": (DPMSolverPP(order=3), 20, {}),
     }
     return C.run_digits(args, sde, "sub-VP SDE", DSMLoss(), "eps", samplers)

@@ -10,7 +10,6 @@ See the documentation's tutorials for the mathematics behind each piece.
 """
 
 from . import analytic, chains, parameterization, vp_schedules
-from ._checks import validation, validation_enabled
 from .analytic import DiffusedMixture, GaussianMixture
 from .vp_schedules import CosineSchedule, InterpolatedSchedule, LinearSchedule, VPSchedule
 from .parameterization import (
@@ -85,8 +84,6 @@ __all__ = [
     "v_to_x0",
     "GaussianMixture",
     "DiffusedMixture",
-    "validation",
-    "validation_enabled",
     "analytic",
     "vp_schedules",
     "chains",

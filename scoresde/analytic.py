@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ._checks import append_dims, as_time, check_batched, check_int, check_positive_finite, describe
-from .sde import SDE
+from .sde import SDE, check_sde
 
 __all__ = ["GaussianMixture", "DiffusedMixture"]
 
@@ -405,8 +405,7 @@ class DiffusedMixture:
     def __init__(self, mixture: GaussianMixture, sde):
         if not isinstance(mixture, GaussianMixture):
             raise TypeError(f"mixture: expected a GaussianMixture, got {type(mixture).__name__}")
-        if not isinstance(sde, SDE):
-            raise TypeError(f"sde: expected a scoresde.SDE, got {type(sde).__name__}")
+        check_sde("sde", sde)
         self.mixture, self.sde = mixture, sde
 
     def __repr__(self) -> str:
@@ -414,7 +413,7 @@ class DiffusedMixture:
 
     def _coefs(self, x: Tensor, t) -> tuple[Tensor, Tensor]:
         t = as_time(t, like=x, T=self.sde.T)
-        return self.sde._marginal(t)
+        return self.sde.marginal(t)
 
     def score(self, x: Tensor, t: float | Tensor) -> Tensor:
         r"""$\nabla_x\log p_t(x)$."""

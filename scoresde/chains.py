@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ._checks import append_dims, as_time, check_batched, check_int, check_positive_finite, validation_enabled
+from ._checks import values_on_host, append_dims, as_time, check_batched, check_int, check_positive_finite
 from .sde import SDE, VESDE, VPSDE, _VPFamily
 from .vp_schedules import InterpolatedSchedule, LinearSchedule
 
@@ -59,7 +59,7 @@ def _gather(table: Tensor, index: Tensor | int, like: Tensor | None, dtype: torc
     if index.is_floating_point() or index.is_complex():
         raise TypeError(f"index: expected an integer tensor, got dtype {index.dtype}")
     n = table.numel()
-    if validation_enabled() and bool(((index < 0) | (index >= n)).any()):
+    if values_on_host(index) and bool(((index < 0) | (index >= n)).any()):
         raise ValueError(f"index: expected integers in [0, {n - 1}], got {index.tolist()}")
     device = like.device if like is not None else index.device
     if like is not None:

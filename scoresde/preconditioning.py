@@ -38,14 +38,15 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ._checks import append_dims, as_time, check_batched, check_positive_finite, validation_enabled
+from .sde import check_sde
+from ._checks import values_on_host, append_dims, as_time, check_batched, check_positive_finite
 
 __all__ = ["EDMPreconditioning", "edm_coefficients", "edm_loss_weight", "edm_weighting"]
 
 
 def _check_sigma(sigma: Tensor | float) -> Tensor:
     sigma = as_time(sigma, name="sigma")
-    if validation_enabled() and bool((~(sigma > 0) | ~torch.isfinite(sigma)).any()):
+    if values_on_host(sigma) and bool((~(sigma > 0) | ~torch.isfinite(sigma)).any()):
         bad = sigma[~(sigma > 0) | ~torch.isfinite(sigma)].flatten()[0].item() if sigma.ndim else sigma.item()
         raise ValueError(f"sigma: expected noise levels > 0 and finite (c_noise = ln(sigma)/4), got {bad!r}")
     return sigma
@@ -93,14 +94,11 @@ def edm_weighting(sde, sigma_data: float = 0.5) -> Callable[[Tensor], Tensor]:
     Returns:
         A callable `weighting(t) -> (B,)`.
     """
-    from .sde import SDE
-
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde: expected a scoresde.SDE, got {type(sde).__name__}")
+    check_sde("sde", sde)
     sd2 = check_positive_finite("sigma_data", sigma_data) ** 2
 
     def weighting(t: Tensor) -> Tensor:
-        alpha, sigma = sde._marginal(t)
+        alpha, sigma = sde.marginal(t)
         s2, a2 = sigma * sigma, alpha * alpha
         return s2 * (s2 + a2 * sd2) / (a2 * sd2)
 
@@ -132,12 +130,9 @@ class EDMPreconditioning(nn.Module):
 
     def __init__(self, net: Callable, sigma_data: float = 0.5, sde=None):
         super().__init__()
-        from .sde import SDE
-
         if not callable(net):
             raise TypeError(f"net: expected a callable net(x, c_noise, **cond), got {type(net).__name__}")
-        if sde is not None and not isinstance(sde, SDE):
-            raise TypeError(f"sde: expected a scoresde.SDE or None, got {type(sde).__name__}")
+        check_sde("sde", sde, optional=True)
         self.net = net
         self.sigma_data = check_positive_finite("sigma_data", sigma_data)
         self.sde = sde
@@ -160,7 +155,7 @@ class EDMPreconditioning(nn.Module):
             return self.denoise(x, t, **cond)
         x = check_batched("x", x)
         t = as_time(t, like=x, T=self.sde.T)
-        alpha, sigma = self.sde._marginal(t)
+        alpha, sigma = self.sde.marginal(t)
         # The SDE's x_t = alpha_t (x0 + (sigma_t / alpha_t) eps): EDM's variable is x_t / alpha_t.
         return self.denoise(x / append_dims(alpha, x.ndim), sigma / alpha, **cond)
 

@@ -10,11 +10,11 @@ x = scoresde.sample(sde, score, (1000, 2), DPMSolverPP(order=3), steps=10, gener
 ```
 
 The samplers live in [`scoresde.samplers`][scoresde.samplers]; the time grids in
-[`scoresde.grids`][scoresde.grids]. See the samplers guide for the mathematics and the
+[`scoresde.time_grids`][scoresde.time_grids]. See the samplers guide for the mathematics and the
 measured accuracy of each.
 """
 
-from .grids import KarrasGrid, TimeGrid, UniformLogSNR, UniformTime
+from .time_grids import KarrasGrid, TimeGrid, UniformLogSNR, UniformTime
 from .samplers import *  # noqa: F401,F403
 from .samplers import __all__ as _samplers_all
 

@@ -268,7 +268,7 @@ def noisy_score_matching_loss(
         if not isinstance(lam, Tensor) or lam.shape not in ((), t.shape):
             raise ValueError(f"weighting: expected a tensor of shape () or {tuple(t.shape)}, got {lam!r}")
     elif weighting == "sigma2":
-        lam = sde._marginal(t)[1] ** 2  # lambda = sigma_t^2 (Song & Ermon 2019)
+        lam = sde.marginal(t)[1] ** 2  # lambda = sigma_t^2 (Song & Ermon 2019)
     else:
         lam = torch.ones_like(t)
     return _reduce(lam * per_sample, reduction)

@@ -64,32 +64,44 @@ def describe(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def check_finite_number(name: str, value: Any, *, ge: float | None = None, gt: float | None = None,
+                        le: float | None = None, lt: float | None = None) -> float:
+    """`value` as a Python float, or raise unless it is a real, finite number (not a bool) within
+    the bounds given; the message names `name`, the value and the range. The one finite-number
+    check of both packages."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {describe(value)}")
+    value = float(value)
+    tests = ((ge, ">=", value >= (ge or 0.0)), (gt, ">", value > (gt or 0.0)),
+             (le, "<=", value <= (le or 0.0)), (lt, "<", value < (lt or 0.0)))
+    if not (math.isfinite(value) and all(ok for bound, _, ok in tests if bound is not None)):
+        rng = " and ".join(f"{op} {bound:g}" for bound, op, _ in tests if bound is not None)
+        raise ValueError(f"{name}: expected a finite number{' ' + rng if rng else ''}, got {value!r}")
+    return value
+
+
 def as_real(name: str, value: Any, *, positive: bool = False, nonnegative: bool = False,
             allow_inf: bool = False) -> float:
-    """`value` as a Python float, with a message naming `name` when it is not a valid real number."""
+    """`value` (a number or a one-element tensor) as a Python float, with a message naming `name`
+    when it is not a valid real number ([`check_finite_number`][solvers._utils.check_finite_number])."""
     if isinstance(value, Tensor):
         if value.numel() != 1:
             raise ValueError(f"{name}: expected a real number, got {describe(value)}")
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a real number, got {describe(value)}")
-    value = float(value)
-    if math.isnan(value) or (math.isinf(value) and not allow_inf):
-        raise ValueError(f"{name}: expected a finite number, got {value}")
-    if positive and not value > 0:
-        raise ValueError(f"{name}: expected a number > 0, got {value}")
-    if nonnegative and not value >= 0:
-        raise ValueError(f"{name}: expected a number >= 0, got {value}")
-    return value
+    if allow_inf and isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isinf(value):
+        if (positive or nonnegative) and value < 0:
+            raise ValueError(f"{name}: expected a number {'>' if positive else '>='} 0, got {value}")
+        return float(value)
+    return check_finite_number(name, value, gt=0.0 if positive else None, ge=0.0 if nonnegative else None)
 
 
 def as_int(name: str, value: Any, *, minimum: int | None = None) -> int:
     """`value` as a Python int, with a message naming `name` when it is not one."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected an integer, got {describe(value)}")
+        raise TypeError(f"{name}: expected an int, got {describe(value)}")
     value = int(value)
     if minimum is not None and value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
     return value
 
 

@@ -7,7 +7,7 @@ from typing import Callable
 
 from torch import Tensor
 
-from ..sde import SDE
+from ..sde import check_sde
 
 #: A score function `score(x, t) -> Tensor` shaped like `x`.
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
@@ -22,9 +22,7 @@ def _finite_number(name: str, value) -> float:
     return value
 
 
-def _check_sde(name: str, sde) -> None:
-    if not isinstance(sde, SDE):
-        raise TypeError(f"{name}: expected a scoresde.SDE (VPSDE, SubVPSDE, VESDE, ...), got {type(sde).__name__}")
+_check_sde = check_sde  # the one "expected a scoresde.SDE" check, in scoresde.sde
 
 
 def _check_callable(name: str, fn) -> None:

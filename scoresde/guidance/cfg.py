@@ -61,7 +61,7 @@ class _LinearGuidance:
         def marginal():
             nonlocal coefs
             if coefs is None:
-                coefs = self.sde._marginal(as_time(t, like=x, T=self.sde.T))
+                coefs = self.sde.marginal(as_time(t, like=x))
             return coefs
 
         def level():

@@ -12,7 +12,7 @@ The default recipe, when `sampler` is left out:
 
 * **sampler** [`DEFAULT_SAMPLER`][scoresde.samplers.defaults.DEFAULT_SAMPLER];
 * **grid** [`DEFAULT_GRID`][scoresde.samplers.defaults.DEFAULT_GRID];
-* **end time** [`default_t_end`][scoresde.grids.default_t_end] ($10^{-3}T$ for VP and sub-VP,
+* **end time** [`default_t_end`][scoresde.time_grids.default_t_end] ($10^{-3}T$ for VP and sub-VP,
   0 for VE);
 * **final step** [`DEFAULT_DENOISE`][scoresde.samplers.defaults.DEFAULT_DENOISE]: the run ends
   at zero noise, and that step counts among `steps`: `steps=N` takes $N - 1$ steps of the
@@ -29,7 +29,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from .._checks import check_int
-from ..grids import TimeGrid, UniformLogSNR
+from ..time_grids import TimeGrid, UniformLogSNR
 from .base import Sampler
 from .exponential import DPMSolverPP, UniPC
 
@@ -64,7 +64,7 @@ def default_recipe(sde, steps: int | None, grid, t_end: float | None, denoise):
         sde: the SDE sampled.
         steps: the number of steps asked for, or None
             ([`DEFAULT_STEPS`][scoresde.samplers.defaults.DEFAULT_STEPS]).
-        grid: a [`TimeGrid`][scoresde.grids.TimeGrid], a tensor of times, or None
+        grid: a [`TimeGrid`][scoresde.time_grids.TimeGrid], a tensor of times, or None
             ([`DEFAULT_GRID`][scoresde.samplers.defaults.DEFAULT_GRID]).
         t_end: the end time, or None (the grid's default).
         denoise: the final step asked for, or None.

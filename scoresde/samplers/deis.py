@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_int
-from ..grids import TimeGrid, UniformLogSNR
+from ..time_grids import TimeGrid, UniformLogSNR
 from .base import Sampler, SamplingContext
 
 __all__ = ["DEIS"]
@@ -81,7 +81,7 @@ class DEIS(Sampler):
             raise TypeError(f"lower_order_final: expected a bool, got {self.lower_order_final!r}")
 
     def check(self, sde, ts):
-        lam = sde._log_snr(ts.detach().to("cpu", torch.float64))
+        lam = sde.log_snr(ts.detach().to("cpu", torch.float64))
         if not bool(torch.isfinite(lam[:-1]).all()):
             raise ValueError("grid: DEIS needs a finite log-SNR at every time but the last; use a grid with t > 0 before its end")
 
@@ -98,7 +98,7 @@ class DEIS(Sampler):
         return []  # noise predictions of the previous steps, newest last
 
     def step(self, ctx: SamplingContext, x: Tensor, i: int, history: list):
-        alpha, sigma, lam = ctx.alpha, ctx.sigma, ctx.lam
+        alpha, sigma, lam = ctx.alpha, ctx.sigma, ctx.half_log_snr
         # eps_hat = -sigma_i s(x_i, t_i)
         score = ctx.score(x, i)
         eps = -sigma[i] * score

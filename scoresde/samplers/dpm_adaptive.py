@@ -28,7 +28,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ..grids import TimeGrid, UniformLogSNR
+from ..time_grids import TimeGrid, UniformLogSNR
 from .base import Sampler, SamplingContext
 from .dpmpp_sde import _check_real, ancestral_split
 
@@ -130,7 +130,7 @@ class DPMSolverAdaptive(Sampler):
         return self.eta > 0 and self.s_noise > 0
 
     def check(self, sde, ts):
-        lam = sde._log_snr(ts.detach().to("cpu", torch.float64))
+        lam = sde.log_snr(ts.detach().to("cpu", torch.float64))
         if not bool(torch.isfinite(lam).all()):
             raise ValueError(
                 "grid: DPMSolverAdaptive needs a finite log-SNR at both ends (sigma > 0, as k-diffusion's sigma_min);"
@@ -139,8 +139,8 @@ class DPMSolverAdaptive(Sampler):
 
     def _eps(self, ctx: SamplingContext, x_hat: Tensor, lam: float) -> Tensor:
         r"""$\hat\varepsilon = (\hat x - D(\hat x; \hat\sigma))/\hat\sigma$ at the time of half-log-SNR `lam`."""
-        t = ctx.sde._t_from_log_snr(x_hat.new_tensor(2.0 * lam, dtype=ctx.work_dtype))
-        alpha = ctx.sde._marginal(t)[0]
+        t = ctx.sde.t_from_log_snr(x_hat.new_tensor(2.0 * lam, dtype=ctx.work_dtype))
+        alpha = ctx.sde.marginal(t)[0]
         return (x_hat - ctx.denoised_at(alpha * x_hat, t)) / math.exp(-lam)
 
     def _steps(self, ctx, x, s, t, eps_s):
@@ -168,7 +168,7 @@ class DPMSolverAdaptive(Sampler):
         return x_2, x_3
 
     def run(self, ctx: SamplingContext, x: Tensor, report) -> Tensor:
-        lam_start, lam_end = ctx.lams[0], ctx.lams[-1]
+        lam_start, lam_end = ctx.half_log_snrs[0], ctx.half_log_snrs[-1]
         # work on x_hat = x / alpha, in the coefficients' precision
         x = x.to(ctx.work_dtype) / ctx.alpha[0]
         x_prev, s, eps_s = x, lam_start, None
@@ -200,10 +200,10 @@ class DPMSolverAdaptive(Sampler):
                 x = x_high
                 if up > 0:
                     x = x + (up * self.s_noise) * ctx.randn()
-                t_cur, t_next = ctx.sde._t_from_log_snr(torch.tensor(2.0 * s, dtype=torch.float64)).item(), \
-                    ctx.sde._t_from_log_snr(torch.tensor(2.0 * t, dtype=torch.float64)).item()
+                t_cur, t_next = ctx.sde.t_from_log_snr(torch.tensor(2.0 * s, dtype=torch.float64)).item(), \
+                    ctx.sde.t_from_log_snr(torch.tensor(2.0 * t, dtype=torch.float64)).item()
                 s, eps_s = t, None
-                alpha_t = ctx.sde._marginal(torch.tensor(t_next, dtype=ctx.work_dtype, device=x.device))[0]
+                alpha_t = ctx.sde.marginal(torch.tensor(t_next, dtype=ctx.work_dtype, device=x.device))[0]
                 report(accepted, (alpha_t * x).to(ctx.dtype), None, t_cur, t_next)
                 accepted += 1
         # back to x = alpha x_hat at the grid's end

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_int
-from ..grids import TimeGrid, UniformLogSNR
+from ..time_grids import TimeGrid, UniformLogSNR
 from .base import Sampler, SamplingContext
 
 __all__ = ["DPMSolverPP", "UniPC"]
@@ -59,7 +59,7 @@ def _step_order(order: int, i: int, ctx: SamplingContext, lower_order_final: boo
     if lower_order_final == "always" or (lower_order_final is True and final < _LOWER_ORDER_FINAL_BELOW):
         p = min(p, final - i)
     if p > 1:
-        lams = ctx.lams
+        lams = ctx.half_log_snrs
         if lams[i + 1] - lams[i] > _MAX_STEP_RATIO * (lams[i] - lams[i - 1]):
             p = 1
     if i == steps - 1 and ctx.ends_noise_free:
@@ -78,7 +78,7 @@ def _check_lower_order_final(value) -> None:
 
 def _check_finite_log_snr(sampler: Sampler, sde, ts: Tensor) -> None:
     """The exponential integrators divide by step sizes in lambda: only the last time may have sigma = 0."""
-    lam = sde._log_snr(ts.detach().to("cpu", torch.float64))
+    lam = sde.log_snr(ts.detach().to("cpu", torch.float64))
     if not bool(torch.isfinite(lam[:-1]).all()):
         raise ValueError(
             f"grid: {type(sampler).__name__} needs a finite log-SNR at every time but the last;"
@@ -169,7 +169,7 @@ class DPMSolverPP(Sampler):
         return []  # (denoised, lambda) of previous steps, newest last
 
     def step(self, ctx: SamplingContext, x: Tensor, i: int, history: list):
-        lam, alpha, sigma = ctx.lam, ctx.alpha, ctx.sigma
+        lam, alpha, sigma = ctx.half_log_snr, ctx.alpha, ctx.sigma
         # m0 = x0_hat(x_i, t_i), kept for the next steps
         m0 = ctx.denoised(x, i)
         history.append(m0)
@@ -285,7 +285,7 @@ class UniPC(Sampler):
     def _update(self, ctx, x_s: Tensor, s: int, t: int, models: list, indices: list, order: int,
                 model_t: Tensor | None) -> Tensor:
         """UniP (model_t None) or UniC (model_t the new evaluation) from index s to index t."""
-        lam, alpha, sigma = ctx.lam, ctx.alpha, ctx.sigma
+        lam, alpha, sigma = ctx.half_log_snr, ctx.alpha, ctx.sigma
         m0 = models[-1]
         h = lam[t] - lam[s]
         rks, d1s = [], []

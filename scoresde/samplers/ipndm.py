@@ -26,7 +26,7 @@ from typing import ClassVar
 from torch import Tensor
 
 from .._checks import check_int
-from ..grids import TimeGrid, UniformLogSNR
+from ..time_grids import TimeGrid, UniformLogSNR
 from .base import Sampler, SamplingContext
 
 __all__ = ["IPNDM", "ADAMS_BASHFORTH"]

@@ -59,7 +59,7 @@ class AnnealedLangevin(Sampler):
         return (steps + 1) * self.n_steps_each
 
     def check(self, sde, ts):
-        sigma_last = sde._marginal(ts[-1:].detach().to("cpu", torch.float64))[1].item()
+        sigma_last = sde.marginal(ts[-1:].detach().to("cpu", torch.float64))[1].item()
         if not sigma_last > 0:
             raise ValueError(
                 "grid: annealed Langevin dynamics scales its steps by sigma_t^2 / sigma_end^2 and needs"

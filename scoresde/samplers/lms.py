@@ -16,7 +16,7 @@ import numpy as np
 from torch import Tensor
 
 from .._checks import check_int
-from ..grids import KarrasGrid, TimeGrid
+from ..time_grids import KarrasGrid, TimeGrid
 from .base import Sampler, SamplingContext
 
 __all__ = ["LMS", "lms_coefficients"]

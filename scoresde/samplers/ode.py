@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ..grids import KarrasGrid, TimeGrid
+from ..time_grids import KarrasGrid, TimeGrid
 from .base import Sampler, SamplingContext
 
 __all__ = ["DDIM", "EDMHeun"]
@@ -191,9 +191,9 @@ class EDMHeun(Sampler):
         s_up = torch.minimum((1.0 + gammas[i]) * s_cur, sigma_hat_max)
         # x^+ = x_i + sqrt(sigma^+^2 - sigma_i^2) S_noise z
         x_up = x_cur + (s_up**2 - s_cur**2).clamp(min=0).sqrt() * self.s_noise * ctx.randn()
-        t_up = torch.where(s_up > s_cur, ctx.sde._t_from_log_snr(-2.0 * torch.log(s_up)), ctx.ts[i])
+        t_up = torch.where(s_up > s_cur, ctx.sde.t_from_log_snr(-2.0 * torch.log(s_up)), ctx.ts[i])
         # D(x^+; sigma^+): Tweedie at the time t^+ of that noise level, on x = alpha(t^+) x^+
-        return x_up, s_up, ctx.denoised_at(ctx.sde._marginal(t_up)[0] * x_up, t_up)
+        return x_up, s_up, ctx.denoised_at(ctx.sde.marginal(t_up)[0] * x_up, t_up)
 
     def step(self, ctx: SamplingContext, x: Tensor, i: int, state):
         sigma_hat, gammas, sigma_hat_max = state
@@ -204,9 +204,9 @@ class EDMHeun(Sampler):
             s_up = torch.minimum((1.0 + gammas[i]) * s_cur, sigma_hat_max)
             # x^+ = x_i + sqrt(sigma^+^2 - sigma_i^2) S_noise z
             x_up = x_cur + (s_up**2 - s_cur**2).clamp(min=0).sqrt() * self.s_noise * ctx.randn()
-            t_up = torch.where(s_up > s_cur, ctx.sde._t_from_log_snr(-2.0 * torch.log(s_up)), ctx.ts[i])
+            t_up = torch.where(s_up > s_cur, ctx.sde.t_from_log_snr(-2.0 * torch.log(s_up)), ctx.ts[i])
             # D(x^+; sigma^+): Tweedie at the time t^+ of that noise level, on x = alpha(t^+) x^+
-            denoised = ctx.denoised_at(ctx.sde._marginal(t_up)[0] * x_up, t_up)
+            denoised = ctx.denoised_at(ctx.sde.marginal(t_up)[0] * x_up, t_up)
         else:
             s_up, x_up = s_cur, x_cur
             denoised = ctx.denoised(x, i)

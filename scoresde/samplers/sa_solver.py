@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_int
-from ..grids import TimeGrid, UniformLogSNR
+from ..time_grids import TimeGrid, UniformLogSNR
 from .base import Sampler, SamplingContext
 
 __all__ = ["SASolver", "exponential_lagrange_weights"]
@@ -121,7 +121,7 @@ class SASolver(Sampler):
         return self.tau > 0 and (self.tau_interval is None or self.tau_interval[1] >= self.tau_interval[0])
 
     def check(self, sde, ts):
-        lam = sde._log_snr(ts.detach().to("cpu", torch.float64))
+        lam = sde.log_snr(ts.detach().to("cpu", torch.float64))
         if not bool(torch.isfinite(lam[:-1]).all()):
             raise ValueError("grid: SASolver needs a finite log-SNR at every time but the last; use a grid with t > 0 before its end")
 
@@ -157,7 +157,7 @@ class SASolver(Sampler):
         return x_t
 
     def step(self, ctx: SamplingContext, x: Tensor, i: int, st: dict):
-        lams, models = ctx.lams, st["models"]
+        lams, models = ctx.half_log_snrs, st["models"]
         # the data prediction at the current (predicted) point
         m_cur = ctx.denoised(x, i)
         if i > 0:

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_int
-from ..grids import TimeGrid, UniformLogSNR
+from ..time_grids import TimeGrid, UniformLogSNR
 from .base import Sampler, SamplingContext
 
 __all__ = ["DPMSolverSinglestep", "singlestep_orders"]
@@ -104,7 +104,7 @@ class DPMSolverSinglestep(Sampler):
             raise TypeError(f"lower_order_final: expected a bool, got {self.lower_order_final!r}")
 
     def check(self, sde, ts):
-        lam = sde._log_snr(ts.detach().to("cpu", torch.float64))
+        lam = sde.log_snr(ts.detach().to("cpu", torch.float64))
         if not bool(torch.isfinite(lam[:-1]).all()):
             raise ValueError(
                 "grid: DPMSolverSinglestep needs a finite log-SNR at every time but the last;"
@@ -120,7 +120,7 @@ class DPMSolverSinglestep(Sampler):
         return {"orders": orders, "x_s": None, "s": 0, "models": []}
 
     def step(self, ctx: SamplingContext, x: Tensor, i: int, state: dict):
-        lam, alpha, sigma = ctx.lam, ctx.alpha, ctx.sigma
+        lam, alpha, sigma = ctx.half_log_snr, ctx.alpha, ctx.sigma
         p = state["orders"][i]
         # the data prediction at the current grid point
         m = ctx.denoised(x, i)

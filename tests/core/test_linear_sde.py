@@ -31,7 +31,7 @@ from scoresde import (
     LangevinCorrector,
     LinearSDE,
     PredictorCorrector,
-    ProbabilityFlow,
+    ProbabilityFlowSampler,
     RectifiedFlow,
     ReverseDiffusion,
     ReverseSDESampler,
@@ -41,7 +41,7 @@ from scoresde import (
     guided_score,
     log_likelihood,
 )
-from scoresde.grids import KarrasGrid, UniformLogSNR
+from scoresde.time_grids import KarrasGrid, UniformLogSNR
 
 from .conftest import make_sde
 
@@ -50,7 +50,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 def _from_marginal(sde: SDE, **kw) -> LinearSDE:
     """The LinearSDE of another SDE's marginal (autograd derivatives, bisection inverse)."""
-    return LinearSDE(lambda t: sde._marginal(t)[0], lambda t: sde._marginal(t)[1], T=sde.T, prior_std=sde.prior_std, **kw)
+    return LinearSDE(lambda t: sde.marginal(t)[0], lambda t: sde.marginal(t)[1], T=sde.T, prior_std=sde.prior_std, **kw)
 
 
 REFERENCES = ["vp", "vp-cosine", "vp-T2", "subvp", "subvp-cosine", "ve", "ve-small"]
@@ -194,8 +194,8 @@ PROCESSES = {
 # error below the moment test's resolution (n = 4000).
 SAMPLERS = [
     (ReverseSDESampler(), 300),
-    (ProbabilityFlow(), 100),
-    (ProbabilityFlow(solvers.Dopri5(rtol=1e-6, atol=1e-6)), None),
+    (ProbabilityFlowSampler(), 100),
+    (ProbabilityFlowSampler(solvers.Dopri5(rtol=1e-6, atol=1e-6)), None),
     (ReverseDiffusion(), 400),
     (Ancestral(), 400),
     (PredictorCorrector(corrector=LangevinCorrector(norms="noise")), 200),
@@ -226,7 +226,7 @@ def test_every_sampler_reproduces_a_gaussian(process, sampler, steps):
     elif process == "edm":
         grid = KarrasGrid()
     x = scoresde.sample(sde, exact.score, sampler=sampler, steps=steps, x_init=x_T, generator=1, t_end=t_end, grid=grid)
-    t_last = t_end if t_end is not None else scoresde.grids.default_t_end(sde)
+    t_last = t_end if t_end is not None else scoresde.time_grids.default_t_end(sde)
     alpha, sigma = sde.marginal(t_last)
     mean, var = alpha * MEAN, alpha**2 * STD**2 + sigma**2
     z_mean = (x.mean(0) - mean) / (var / n).sqrt()

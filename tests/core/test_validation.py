@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import scoresde
-from scoresde import VESDE, VPSDE, GaussianMixture, SubVPSDE, validation
+from scoresde import VESDE, VPSDE, GaussianMixture, SubVPSDE
 from scoresde.vp_schedules import CosineSchedule, InterpolatedSchedule
 
 
@@ -32,27 +32,28 @@ def test_constructor_errors(call, exc, match):
 
 @pytest.mark.parametrize("sde", [VPSDE(), SubVPSDE(), VESDE()], ids=repr)
 def test_time_outside_horizon(sde):
+    """Times are checked at the entry points (here `perturb`; `sample`, the losses and
+    `log_likelihood` in their own tests), not by the coefficient protocol."""
     x = torch.randn(3, 2)
     with pytest.raises(ValueError, match=r"t: expected times in \[0, T\] = \[0, 1.0\], got 1.5"):
-        sde.marginal(1.5)
+        sde.perturb(x, 1.5)
     with pytest.raises(ValueError, match=r"got -0.25"):
         sde.perturb(x, torch.tensor([0.1, -0.25, 0.3]))
     with pytest.raises(ValueError, match="t: expected times"):
-        sde.drift(x, float("nan"))
+        sde.perturb(x, float("nan"))
 
 
-def test_validation_switch_skips_value_checks_only():
+def test_protocol_is_unchecked_and_takes_numbers():
+    """The coefficient methods are the SDE's unchecked protocol: a number becomes a tensor, a time
+    past T extrapolates (no host sync, no value check); shape checks of composite methods still run."""
     sde = VPSDE()
-    with validation(False):
-        sde.marginal(1.5)  # no value check: extrapolates
-        with pytest.raises(ValueError, match="batch"):  # shape checks still run
-            sde.drift(torch.randn(3, 2), torch.rand(4))
-    with pytest.raises(ValueError):
-        sde.marginal(1.5)
-    assert scoresde.validation_enabled()
-    with pytest.raises(TypeError, match="enabled"):
-        with validation("no"):
-            pass
+    alpha, sigma = sde.marginal(1.5)
+    assert isinstance(alpha, torch.Tensor) and alpha.ndim == 0
+    torch.testing.assert_close(sde.marginal(torch.tensor(1.5)), (alpha, sigma))
+    torch.testing.assert_close(sde.t_from_log_snr(sde.log_snr(0.25)), torch.tensor(0.25))
+    with pytest.raises(ValueError, match="batch"):
+        sde.drift(torch.randn(3, 2), torch.rand(4))
+    assert not hasattr(scoresde, "validation")
 
 
 def test_batch_size_mismatch():
@@ -72,9 +73,9 @@ def test_integer_and_complex_tensors():
     with pytest.raises(TypeError, match=r"x0: expected a real floating-point tensor, got dtype torch.complex64"):
         sde.perturb(torch.ones(3, 2, dtype=torch.complex64), 0.5)
     with pytest.raises(TypeError, match=r"t: expected a real floating-point tensor, got dtype torch.int64"):
-        sde.marginal(torch.tensor([0, 1]))
+        sde.perturb(torch.ones(2, 2), torch.tensor([0, 1]))
     with pytest.raises(TypeError, match=r"t: expected a real number or a floating tensor, got True"):
-        sde.marginal(True)
+        sde.perturb(torch.ones(2, 2), True)
     with pytest.raises(TypeError, match=r"x: expected a torch.Tensor, got list"):
         sde.prior_logp([1.0, 2.0])
 

@@ -14,7 +14,7 @@ from scoresde import (
     EDMHeun,
     LangevinCorrector,
     PredictorCorrector,
-    ProbabilityFlow,
+    ProbabilityFlowSampler,
     ReverseDiffusion,
     ReverseSDESampler,
     ScoreModel,
@@ -36,7 +36,7 @@ STOCHASTIC = [
     # step_lr / sigma_end^2 below 2 for every SDE here (sub-VP ends at sigma = 1.1e-4: 0.17)
     AnnealedLangevin(n_steps_each=3, step_lr=2e-9),
 ]
-DETERMINISTIC = [DDIM(), EDMHeun(), DPMSolverPP(order=3), UniPC(), ProbabilityFlow()]
+DETERMINISTIC = [DDIM(), EDMHeun(), DPMSolverPP(order=3), UniPC(), ProbabilityFlowSampler()]
 
 
 @pytest.fixture
@@ -93,9 +93,9 @@ def test_callback_and_progress(sde, exact):
 def test_adaptive_probability_flow_reports_its_steps(exact):
     seen = []
     sde = exact.sde
-    scoresde.sample(sde, exact.score, (5, 2), ProbabilityFlow(solvers.Dopri5(1e-4, 1e-4)), generator=0,
+    scoresde.sample(sde, exact.score, (5, 2), ProbabilityFlowSampler(solvers.Dopri5(1e-4, 1e-4)), generator=0,
                     callback=seen.append)
-    assert len(seen) > 3 and seen[-1].t_next == pytest.approx(scoresde.grids.default_t_end(sde))
+    assert len(seen) > 3 and seen[-1].t_next == pytest.approx(scoresde.time_grids.default_t_end(sde))
     assert seen[-1].nfe > len(seen)
 
 
@@ -103,7 +103,7 @@ def test_denoise_is_tweedie_at_t_end(sde, exact):
     kw = dict(shape=(5, 2), sampler=DDIM(), steps=10, generator=0)
     x = scoresde.sample(sde, exact.score, **kw)
     x0 = scoresde.sample(sde, exact.score, denoise=True, **kw)
-    t_end = scoresde.grids.default_t_end(sde)
+    t_end = scoresde.time_grids.default_t_end(sde)
     torch.testing.assert_close(x0, exact.denoiser(x, t_end), rtol=1e-10, atol=1e-10)
 
 
@@ -171,8 +171,8 @@ def _run(**kw):
         (lambda: EDMHeun(churn=-1.0), ValueError, r"churn: expected a number in \[0.0, inf\], got -1.0"),
         (lambda: AnnealedLangevin(n_steps_each=0), ValueError, r"n_steps_each: expected an int >= 1, got 0"),
         (lambda: ReverseSDESampler(solvers.Heun()), TypeError, "needs a solvers SDE solver"),
-        (lambda: ProbabilityFlow(solvers.EulerMaruyama()), TypeError, "needs a solvers ODE solver"),
-        (lambda: ProbabilityFlow(solvers.Heun), TypeError, "pass an instance"),
+        (lambda: ProbabilityFlowSampler(solvers.EulerMaruyama()), TypeError, "needs a solvers ODE solver"),
+        (lambda: ProbabilityFlowSampler(solvers.Heun), TypeError, "pass an instance"),
     ],
 )
 def test_bad_sampler_options(make, exc, match):
@@ -189,7 +189,7 @@ def test_bad_sampler_options(make, exc, match):
         (dict(sampler=DDIM), TypeError, r"sampler: expected a sampler instance"),
         (dict(sde="vp"), TypeError, r"sde: expected a scoresde.SDE"),
         (dict(score=None), TypeError, r"score: expected a callable"),
-        (dict(shape=(0, 2)), ValueError, r"shape: expected positive ints"),
+        (dict(shape=(0, 2)), ValueError, r"shape: expected a non-empty sequence of positive ints, got \(0, 2\)"),
         (dict(shape=None), ValueError, r"shape: expected the batch shape"),
         (dict(shape=DDIM()), TypeError, r"shape: expected the batch shape \(B, ...\), got the sampler DDIM.*sampler=\.\.\."),
         (dict(grid=torch.tensor([1.0, 0.5, 0.7]), steps=None), ValueError, r"grid: expected strictly decreasing"),
@@ -203,7 +203,7 @@ def test_bad_sampler_options(make, exc, match):
         (dict(x_init=torch.zeros(3, 2)), ValueError, r"shape: expected the shape of x_init, \(3, 2\)"),
         (dict(denoise=1), TypeError, r"denoise: expected a bool"),
         (dict(callback=3), TypeError, r"callback: expected a callable"),
-        (dict(sampler=ProbabilityFlow(solvers.Dopri5()), steps=10), ValueError, r"steps: .* is adaptive"),
+        (dict(sampler=ProbabilityFlowSampler(solvers.Dopri5()), steps=10), ValueError, r"steps: .* is adaptive"),
     ],
 )
 def test_bad_arguments(kw, exc, match):
@@ -223,7 +223,7 @@ def test_score_with_wrong_shape():
         _run(score=lambda x, t: 1.0)
 
 
-@pytest.mark.parametrize("sampler", [DDIM(), Ancestral(), ReverseSDESampler(), ProbabilityFlow(), UniPC()], ids=repr)
+@pytest.mark.parametrize("sampler", [DDIM(), Ancestral(), ReverseSDESampler(), ProbabilityFlowSampler(), UniPC()], ids=repr)
 def test_score_returning_nan_is_reported_with_its_time(sampler):
     def score(x, t):
         out = -x

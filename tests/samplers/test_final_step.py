@@ -8,12 +8,12 @@ import solvers
 import torch
 
 import scoresde
-from scoresde import DDIM, DPMSolverPP, GaussianMixture, ProbabilityFlow
+from scoresde import DDIM, DPMSolverPP, GaussianMixture, ProbabilityFlowSampler
 
 from ..conftest import devices
 from .conftest import SDES, ring
 
-TIGHT = ProbabilityFlow(solvers.Dopri5(1e-11, 1e-11))
+TIGHT = ProbabilityFlowSampler(solvers.Dopri5(1e-11, 1e-11))
 
 
 def t_at(sde, sigma_hat: float) -> float:
@@ -70,7 +70,7 @@ def test_flow_end_error_is_fourth_order_in_the_remaining_noise(name):
 def test_flow_end_is_the_midpoint_of_the_state_and_its_denoised_estimate(sde, sampler):
     exact = ring().diffused(sde)
     kw = dict(shape=(5, 2), sampler=sampler, steps=6, generator=0)
-    t_end = scoresde.grids.default_t_end(sde)
+    t_end = scoresde.time_grids.default_t_end(sde)
     alpha, _ = sde.marginal(t_end)
     seen_flow, seen_tweedie = [], []
     y = scoresde.sample(sde, exact.score, denoise="flow", callback=seen_flow.append, **kw)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from scoresde import VESDE, VPSDE, KarrasGrid, SubVPSDE, UniformLogSNR, UniformTime
-from scoresde.grids import check_grid, default_t_end
+from scoresde.time_grids import check_grid, default_t_end
 
 
 @pytest.mark.parametrize("grid", [UniformTime(), KarrasGrid(), KarrasGrid(rho=3.0), UniformLogSNR()], ids=repr)

@@ -7,7 +7,7 @@ import solvers
 import torch
 
 import scoresde
-from scoresde import VESDE, VPSDE, GaussianMixture, Hutchinson, ProbabilityFlow, bits_per_dim, dequantize, log_likelihood
+from scoresde import VESDE, VPSDE, GaussianMixture, Hutchinson, ProbabilityFlowSampler, bits_per_dim, dequantize, log_likelihood
 
 from ..conftest import devices
 from .conftest import ring
@@ -85,7 +85,7 @@ def test_fixed_step_solver_and_latent_round_trip():
     adaptive = log_likelihood(sde, exact.score, x, solver=solvers.Dopri5(1e-7, 1e-7))
     fixed = log_likelihood(sde, exact.score, x, solver=solvers.RK4(), steps=200)
     torch.testing.assert_close(fixed.log_prob, adaptive.log_prob, rtol=0, atol=2e-3)
-    back = scoresde.sample(sde, exact.score, sampler=ProbabilityFlow(solvers.Dopri5(1e-7, 1e-7)),
+    back = scoresde.sample(sde, exact.score, sampler=ProbabilityFlowSampler(solvers.Dopri5(1e-7, 1e-7)),
                            x_init=adaptive.latent, t_end=adaptive.t_eps)
     torch.testing.assert_close(back, x, rtol=0, atol=1e-4)
 

@@ -23,7 +23,7 @@ from scoresde import (
     DPMSolverSinglestep,
     GaussianMixture,
     KarrasGrid,
-    ProbabilityFlow,
+    ProbabilityFlowSampler,
     SASolver,
     SubVPSDE,
     UniformLogSNR,
@@ -277,7 +277,7 @@ def test_dpm_adaptive_is_k_diffusion(make_sde, order, tols):
 def test_dpm_adaptive_tolerance_buys_accuracy():
     """Tighter tolerances: more evaluations and a smaller (max) distance to the exact flow (Dormand-Prince at 1e-11)."""
     sde, exact, _, x_T = _vp_problem()
-    ref = scoresde.sample(sde, exact.score, sampler=ProbabilityFlow(solvers.Dopri5(1e-11, 1e-11)), x_init=x_T)
+    ref = scoresde.sample(sde, exact.score, sampler=ProbabilityFlowSampler(solvers.Dopri5(1e-11, 1e-11)), x_init=x_T)
     errs, nfes = [], []
     for rtol in (0.05, 0.005, 0.0005):
         n = []
@@ -326,7 +326,7 @@ def order_problem(request):
     sde = make()
     exact = GaussianMixture.ring(4, radius=2.0, std=0.5).diffused(sde)
     x_T = sde.prior_sample((64, 2), generator=torch.Generator().manual_seed(0))
-    ref = scoresde.sample(sde, exact.score, sampler=ProbabilityFlow(solvers.Dopri5(1e-11, 1e-11)), x_init=x_T,
+    ref = scoresde.sample(sde, exact.score, sampler=ProbabilityFlowSampler(solvers.Dopri5(1e-11, 1e-11)), x_init=x_T,
                           t_end=t_end)
     return sde, exact, x_T, t_end, ref
 

@@ -25,12 +25,12 @@ from scoresde import (
     GaussianMixture,
     LangevinCorrector,
     PredictorCorrector,
-    ProbabilityFlow,
+    ProbabilityFlowSampler,
     ReverseDiffusion,
     ReverseSDESampler,
     UniPC,
 )
-from scoresde.grids import default_t_end
+from scoresde.time_grids import default_t_end
 
 from .conftest import SDES, ring
 
@@ -57,7 +57,7 @@ SAMPLERS = [
     (DPMSolverPP(order=2), 60, ("vp",)),
     (DPMSolverPP(order=2, eta=1.0), 200, ("ve",)),
     (DPMSolverPP(order=3, eta=0.5), 200, ("subvp",)),
-    (ProbabilityFlow(solvers.Dopri5(rtol=1e-6, atol=1e-6)), None, ("vp",)),
+    (ProbabilityFlowSampler(solvers.Dopri5(rtol=1e-6, atol=1e-6)), None, ("vp",)),
 ]
 
 

@@ -17,7 +17,7 @@ from scoresde import (
     EDMHeun,
     GaussianMixture,
     NCSNSchedule,
-    ProbabilityFlow,
+    ProbabilityFlowSampler,
     ReverseDiffusion,
     ReverseSDESampler,
     SubVPSDE,
@@ -167,7 +167,7 @@ ORDERS = [
     (EDMHeun(), 2.0, 0.25),
     (DPMSolverPP(order=2), 2.0, 0.3),
     (UniPC(order=2), 3.0, 0.4),  # UniP-2 with the corrector UniC has order 3
-    (ProbabilityFlow(solvers.RK4()), 4.0, 0.4),
+    (ProbabilityFlowSampler(solvers.RK4()), 4.0, 0.4),
 ]
 
 
@@ -179,7 +179,7 @@ def order_problem(request):
     exact = GaussianMixture.ring(4, radius=2.0, std=0.5).diffused(sde)
     x_T = sde.prior_sample((64, 2), generator=torch.Generator().manual_seed(0))
     ref = scoresde.sample(
-        sde, exact.score, sampler=ProbabilityFlow(solvers.Dopri5(1e-11, 1e-11)), x_init=x_T, t_end=t_end
+        sde, exact.score, sampler=ProbabilityFlowSampler(solvers.Dopri5(1e-11, 1e-11)), x_init=x_T, t_end=t_end
     )
     return sde, exact, x_T, t_end, ref
 
