@@ -35,6 +35,8 @@ from .sde import check_sde
 from ._checks import values_on_host, append_dims, as_time, check_batched
 
 if TYPE_CHECKING:
+    from .sde import SDE
+
 __all__ = [
     "PREDICTIONS",
     "eps_to_score",

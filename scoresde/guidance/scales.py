@@ -39,7 +39,7 @@ def noise_level(sde: SDE, t: float | Tensor) -> Tensor:
         $\sigma$, shaped like `t`.
     """
     _check_sde("sde", sde)
-    alpha, sigma = sde.marginal(as_time(t))
+    alpha, sigma = sde.marginal(as_time(t, T=sde.T))
     return sigma / alpha
 
 
