@@ -17,16 +17,19 @@ NaN that follows is reported once by `sample`.
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import numbers
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
-from solvers._utils import as_int, check_finite_number, describe
+from solvers._utils import as_int, check_finite_number, describe, range_text
 
-__all__ = ["append_dims", "as_tensor", "as_time", "check_shape", "check_output", "check_finite_number", "describe"]
+__all__ = [
+    "append_dims", "as_tensor", "as_time", "check_shape", "check_output", "check_finite_number", "describe",
+    "option", "Options", "check_options",
+]
 
 
 def check_positive_finite(name: str, value: float) -> float:
@@ -157,3 +160,86 @@ def append_dims(v: Tensor, ndim: int) -> Tensor:
         )
     return v.reshape(v.shape + (1,) * (ndim - v.ndim))
 
+
+
+# ---------------------------------------------------------------------- declarative options
+def option(default: Any, *, choices: Sequence | None = None, ge: float | str | None = None,
+           gt: float | str | None = None, le: float | str | None = None, lt: float | str | None = None,
+           finite: bool = True) -> Any:
+    """A dataclass field with its check declared next to it, run by [`Options`][scoresde._checks.Options].
+
+    The field's annotation gives the kind (`int`, `float`, `bool`, `str`; `X | None` also allows
+    None); `choices` the allowed values (compared with their type: `1` is not `True`); `ge`,
+    `gt`, `le`, `lt` the bounds of a number, either numbers or the name of another field (e.g.
+    `s_tmax: float = option(inf, ge="s_tmin", finite=False)`); `finite=False` lets a float be
+    infinite within its bounds.
+
+    Example:
+        ```python
+        @dataclass(frozen=True)
+        class MySampler(Sampler):
+            order: int = option(2, choices=(1, 2, 3))
+            eta: float = option(0.0, ge=0.0, le=1.0)
+        ```
+    """
+    spec = {"choices": None if choices is None else tuple(choices), "ge": ge, "gt": gt, "le": le, "lt": lt,
+            "finite": finite}
+    return dataclasses.field(default=default, metadata={"option": spec})
+
+
+def _kind(annotation: Any) -> tuple[str, bool]:
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    parts = [p.strip() for p in text.replace("Optional[", "").rstrip("]").split("|")]
+    optional = "None" in parts
+    kinds = [p for p in parts if p != "None"]
+    return (kinds[0] if len(kinds) == 1 else "any"), optional
+
+
+def _is_choice(value: Any, choices: tuple) -> bool:
+    return any(type(value) is type(c) and value == c for c in choices)
+
+
+def check_options(obj: Any) -> None:
+    """Check every field of the dataclass `obj` declared with [`option`][scoresde._checks.option];
+    the message names the argument, the value received and the expected kind, range or choices."""
+    for f in dataclasses.fields(obj):
+        spec = f.metadata.get("option")
+        if spec is None:
+            continue
+        name, value = f.name, getattr(obj, f.name)
+        kind, optional = _kind(f.type)
+        if optional and value is None:
+            continue
+        bounds = {k: getattr(obj, spec[k]) if isinstance(spec[k], str) else spec[k] for k in ("ge", "gt", "le", "lt")}
+        choices = spec["choices"]
+        if kind == "int":
+            value = as_int(name, value)
+        if choices is not None:
+            if not (kind == "int" and value in choices) and not _is_choice(value, choices):
+                raise ValueError(f"{name}: expected one of {choices!r}{' or None' if optional else ''}, got {value!r}")
+        elif kind == "bool":
+            if not isinstance(value, bool):
+                raise TypeError(f"{name}: expected a bool{' or None' if optional else ''}, got {value!r}")
+        elif kind == "int":
+            ok = all(b is None or test for b, test in (
+                (bounds["ge"], bounds["ge"] is not None and value >= bounds["ge"]),
+                (bounds["gt"], bounds["gt"] is not None and value > bounds["gt"]),
+                (bounds["le"], bounds["le"] is not None and value <= bounds["le"]),
+                (bounds["lt"], bounds["lt"] is not None and value < bounds["lt"])))
+            if not ok:
+                raise ValueError(f"{name}: expected an int {range_text(**bounds)}, got {value!r}")
+        elif kind == "float":
+            try:
+                check_finite_number(name, value, **bounds, allow_inf=not spec["finite"])
+            except ValueError as err:
+                refs = [f"{spec[k]} = {bounds[k]!r}" for k in bounds if isinstance(spec[k], str)]
+                raise ValueError(f"{err} ({', '.join(refs)})" if refs else str(err)) from None
+
+
+class Options:
+    """Mixin of option dataclasses (samplers, correctors): `__post_init__` runs
+    [`check_options`][scoresde._checks.check_options]. A subclass with checks that are not
+    declarative (types of nested objects) extends `__post_init__` and calls `super().__post_init__()`."""
+
+    def __post_init__(self) -> None:
+        check_options(self)

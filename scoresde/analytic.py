@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ._checks import append_dims, as_time, check_batched, check_int, check_positive_finite, describe
-from .sde import SDE, check_sde
+from .sde import check_sde
 
 __all__ = ["GaussianMixture", "DiffusedMixture"]
 

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from solvers._utils import as_real
 
 from ._checks import as_time, check_batched, check_int
-from .sde import check_sde
+from .sde import SDE, check_sde
 
 __all__ = ["noisy_classifier_loss", "train_noisy_classifier"]
 

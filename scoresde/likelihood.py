@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from .sde import check_sde
-from ._checks import append_dims, check_batched, check_int
+from ._checks import append_dims, check_batched, check_int, check_output
 from .time_grids import default_t_end
 from .samplers.run import check_steps
 
@@ -222,10 +222,7 @@ class _AugmentedFlow:
         g2 = self.sde.diffusion(t) ** 2
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
-            s = self.score(x, t)
-            if not isinstance(s, Tensor) or s.shape != x.shape:
-                got = f"shape {tuple(s.shape)}" if isinstance(s, Tensor) else type(s).__name__
-                raise ValueError(f"score: expected an output shaped like x, {tuple(x.shape)}, got {got}")
+            s = check_output("score", self.score(x, t), x)
             if not s.requires_grad:
                 raise ValueError(
                     "score: its output does not depend on x through autograd; the likelihood needs the"

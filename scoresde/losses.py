@@ -57,7 +57,7 @@ import torch
 from torch import Tensor
 
 from .sde import check_sde
-from ._checks import append_dims, as_time, check_batched, check_float_tensor
+from ._checks import append_dims, as_time, check_batched, check_float_tensor, check_output
 from .parameterization import ScoreModel
 
 __all__ = [
@@ -180,9 +180,7 @@ def _weighted_error(
     else:
         space = "score"
         pred = model(x_t, t, **cond)
-        if not isinstance(pred, Tensor) or pred.shape != x_t.shape:
-            got = tuple(pred.shape) if isinstance(pred, Tensor) else type(pred).__name__
-            raise ValueError(f"model: expected an output shaped like x, {tuple(x_t.shape)}, got {got}")
+        check_output("model", pred, x_t)
     # The exact regression target in the model's space (the module table).
     if space == "flow":
         from .flow import marginal_derivatives

@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from ._checks import as_time, check_int, check_positive_finite
+from .sde import check_sde
 
 __all__ = ["LogSNRNormal", "LogNormalSigma", "LogitNormalTime"]
 

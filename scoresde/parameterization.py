@@ -32,7 +32,7 @@ from torch import Tensor, nn
 import numbers
 
 from .sde import check_sde
-from ._checks import values_on_host, append_dims, as_time, check_batched
+from ._checks import values_on_host, append_dims, as_time, check_batched, check_output
 
 if TYPE_CHECKING:
     from .sde import SDE
@@ -233,9 +233,7 @@ class ScoreModel(nn.Module):
             t = t.expand(x.shape[0])
         t_in = self.time_input(t) if self.time_input is not None else t
         out = self.net(x, t_in, **cond)
-        if not isinstance(out, Tensor) or out.shape != x.shape:
-            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(f"net: expected an output shaped like x, {tuple(x.shape)}, got {got}")
+        check_output("net", out, x)
         if target == self.prediction:
             return out
         alpha, sigma = self.sde.marginal(t)

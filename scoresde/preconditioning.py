@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from .sde import check_sde
-from ._checks import values_on_host, append_dims, as_time, check_batched, check_positive_finite
+from ._checks import values_on_host, append_dims, as_time, check_batched, check_positive_finite, check_output
 
 __all__ = ["EDMPreconditioning", "edm_coefficients", "edm_loss_weight", "edm_weighting"]
 
@@ -145,9 +145,7 @@ class EDMPreconditioning(nn.Module):
             sigma = sigma.expand(x.shape[0])
         c_skip, c_out, c_in, c_noise = (append_dims(c, x.ndim) for c in edm_coefficients(sigma, self.sigma_data))
         F = self.net(c_in * x, c_noise.reshape(-1), **cond)  # F(c_in x, c_noise)
-        if not isinstance(F, Tensor) or F.shape != x.shape:
-            got = tuple(F.shape) if isinstance(F, Tensor) else type(F).__name__
-            raise ValueError(f"net: expected an output shaped like x, {tuple(x.shape)}, got {got}")
+        check_output("net", F, x)
         return c_skip * x + c_out * F.to(x.dtype)  # D = c_skip x + c_out F
 
     def forward(self, x: Tensor, t: Tensor | float, **cond) -> Tensor:

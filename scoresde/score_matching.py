@@ -43,7 +43,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ._checks import as_time, check_batched, check_int
+from ._checks import as_time, check_batched, check_int, check_output
 
 __all__ = ["ism_loss", "ssm_loss", "noisy_score_matching_loss", "PROJECTIONS"]
 
@@ -71,9 +71,7 @@ def _reduce(per_sample: Tensor, reduction: str) -> Tensor:
 
 def _call(score: Callable, x: Tensor, t: Tensor | None) -> Tensor:
     s = score(x) if t is None else score(x, t)
-    if not isinstance(s, Tensor) or s.shape != x.shape:
-        got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
-        raise ValueError(f"score: expected an output shaped like x, {tuple(x.shape)}, got {got}")
+    check_output("score", s, x)
     return s
 
 

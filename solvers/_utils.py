@@ -64,19 +64,34 @@ def describe(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def range_text(*, ge: float | None = None, gt: float | None = None, le: float | None = None,
+               lt: float | None = None) -> str:
+    """The range the bounds give, for messages: "in [0, 1]", "in (0, 1]", ">= 0", "" for none."""
+    lo = f"[{ge:g}" if ge is not None else f"({gt:g}" if gt is not None else None
+    hi = f"{le:g}]" if le is not None else f"{lt:g})" if lt is not None else None
+    if lo and hi:
+        return f"in {lo}, {hi}"
+    if lo:
+        return (">= " if ge is not None else "> ") + lo[1:]
+    if hi:
+        return ("<= " if le is not None else "< ") + hi[:-1]
+    return ""
+
+
 def check_finite_number(name: str, value: Any, *, ge: float | None = None, gt: float | None = None,
-                        le: float | None = None, lt: float | None = None) -> float:
+                        le: float | None = None, lt: float | None = None, allow_inf: bool = False) -> float:
     """`value` as a Python float, or raise unless it is a real, finite number (not a bool) within
     the bounds given; the message names `name`, the value and the range. The one finite-number
-    check of both packages."""
+    check of both packages (`allow_inf`: an infinite value within the bounds passes too)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected a real number, got {describe(value)}")
     value = float(value)
-    tests = ((ge, ">=", value >= (ge or 0.0)), (gt, ">", value > (gt or 0.0)),
-             (le, "<=", value <= (le or 0.0)), (lt, "<", value < (lt or 0.0)))
-    if not (math.isfinite(value) and all(ok for bound, _, ok in tests if bound is not None)):
-        rng = " and ".join(f"{op} {bound:g}" for bound, op, _ in tests if bound is not None)
-        raise ValueError(f"{name}: expected a finite number{' ' + rng if rng else ''}, got {value!r}")
+    ok = (math.isfinite(value) or (allow_inf and not math.isnan(value))) and (ge is None or value >= ge) and (gt is None or value > gt) \
+        and (le is None or value <= le) and (lt is None or value < lt)
+    if not ok:
+        rng = range_text(ge=ge, gt=gt, le=le, lt=lt)
+        what = "a number" if allow_inf else "a finite number"
+        raise ValueError(f"{name}: expected {what}{' ' + rng if rng else ''}, got {value!r}")
     return value
 
 

@@ -7,6 +7,7 @@ from typing import Callable
 
 from torch import Tensor
 
+from .._checks import check_output
 from ..sde import check_sde
 
 #: A score function `score(x, t) -> Tensor` shaped like `x`.
@@ -31,7 +32,5 @@ def _check_callable(name: str, fn) -> None:
 
 
 def _check_output(name: str, out, x: Tensor) -> Tensor:
-    if not isinstance(out, Tensor) or out.shape != x.shape:
-        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"{name}: expected an output shaped like x, {tuple(x.shape)}, got {got}")
+    check_output(name, out, x)
     return out

@@ -28,7 +28,7 @@ import solvers
 import torch
 from torch import Tensor
 
-from .._checks import append_dims
+from .._checks import Options, append_dims, check_output
 from ..time_grids import TimeGrid, UniformTime
 
 __all__ = ["Sampler", "SamplingContext", "StepInfo", "PerSampleGenerators", "as_noise_source"]
@@ -60,10 +60,7 @@ class _CheckedScore:
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         x = x.to(self.dtype)
-        out = self.fn(x, t)
-        if not isinstance(out, Tensor) or out.shape != x.shape:
-            got = f"shape {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(f"score: expected an output shaped like x, {tuple(x.shape)}, got {got}")
+        out = check_output("score", self.fn(x, t), x)
         if out.dtype != x.dtype:
             if not out.is_floating_point():
                 raise TypeError(
@@ -223,8 +220,11 @@ class StepInfo:
     nfe: int
 
 
-class Sampler:
+class Sampler(Options):
     """Base class of samplers: options in a frozen dataclass, one `step` per grid interval.
+
+    Options are declared with their checks ([`option`][scoresde._checks.option], e.g.
+    `order: int = option(2, choices=(1, 2, 3))`); the inherited `__post_init__` runs them.
 
     Subclasses set `default_steps`, `default_grid`, `stochastic` and implement `step`
     (and `init` for multistep state, or `run` to take over the whole loop), and

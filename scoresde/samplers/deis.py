@@ -26,7 +26,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .._checks import check_int
+from .._checks import option
 from ..time_grids import TimeGrid, UniformLogSNR
 from .base import Sampler, SamplingContext
 
@@ -68,17 +68,10 @@ class DEIS(Sampler):
     `DEISMultistepScheduler` (`solver_type="logrho"`).
     """
 
-    order: int = 3
-    lower_order_final: bool = True
+    order: int = option(3, choices=(1, 2, 3))
+    lower_order_final: bool = option(True)
     default_steps: ClassVar[int] = 20
     default_grid: ClassVar[TimeGrid] = UniformLogSNR()
-
-    def __post_init__(self):
-        check_int("order", self.order)
-        if self.order > 3:
-            raise ValueError(f"order: expected 1, 2 or 3, got {self.order!r}")
-        if not isinstance(self.lower_order_final, bool):
-            raise TypeError(f"lower_order_final: expected a bool, got {self.lower_order_final!r}")
 
     def check(self, sde, ts):
         lam = sde.log_snr(ts.detach().to("cpu", torch.float64))

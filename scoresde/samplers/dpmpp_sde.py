@@ -34,20 +34,11 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from .._checks import option
 from ..time_grids import KarrasGrid, TimeGrid
 from .base import Sampler, SamplingContext
 
 __all__ = ["DPMSolverPPSDE"]
-
-
-def _check_real(name: str, value, low: float, high: float = math.inf, open_low: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}: expected a real number, got {value!r}")
-    bad = value <= low if open_low else value < low
-    if bad or value > high or math.isnan(value):
-        left = "(" if open_low else "["
-        raise ValueError(f"{name}: expected a number in {left}{low}, {high}], got {value!r}")
-    return float(value)
 
 
 def ancestral_split(sigma_from: Tensor, sigma_to: Tensor, eta: float) -> tuple[Tensor, Tensor]:
@@ -79,19 +70,12 @@ class DPMSolverPPSDE(Sampler):
     (SDE-DPM-Solver++); Crowson, k-diffusion, `sampling.py`, `sample_dpmpp_sde`.
     """
 
-    eta: float = 1.0
-    s_noise: float = 1.0
-    r: float = 0.5
-    noise: str = "brownian"
+    eta: float = option(1.0, ge=0.0)
+    s_noise: float = option(1.0, ge=0.0)
+    r: float = option(0.5, gt=0.0, le=1.0)
+    noise: str = option("brownian", choices=("brownian", "independent"))
     default_steps: ClassVar[int] = 10
     default_grid: ClassVar[TimeGrid] = KarrasGrid(7.0)
-
-    def __post_init__(self):
-        _check_real("eta", self.eta, 0.0)
-        _check_real("s_noise", self.s_noise, 0.0)
-        _check_real("r", self.r, 0.0, 1.0, open_low=True)
-        if self.noise not in ("brownian", "independent"):
-            raise ValueError(f"noise: expected 'brownian' or 'independent', got {self.noise!r}")
 
     @property
     def stochastic(self) -> bool:  # type: ignore[override]

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from .._checks import option
 from ..time_grids import KarrasGrid, TimeGrid
 from .base import Sampler, SamplingContext
 
@@ -23,14 +24,6 @@ __all__ = ["DDIM", "EDMHeun"]
 
 #: how `EDMHeun(churn_per=...)` counts $N$ in $\gamma = \min(S_{churn}/N, \sqrt2 - 1)$
 CHURN_PER = ("step", "level")
-
-
-def _check_real(name: str, value: float, low: float, high: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}: expected a real number, got {value!r}")
-    if not (low <= value <= high) or math.isnan(value):
-        raise ValueError(f"{name}: expected a number in [{low}, {high}], got {value!r}")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -52,11 +45,8 @@ class DDIM(Sampler):
     Lu et al., *DPM-Solver*, NeurIPS 2022, section 4.1 (the equivalence).
     """
 
-    eta: float = 0.0
+    eta: float = option(0.0, ge=0.0, le=1.0)
     default_steps: ClassVar[int] = 50
-
-    def __post_init__(self):
-        _check_real("eta", self.eta, 0.0, 1.0)
 
     @property
     def stochastic(self) -> bool:  # type: ignore[override]
@@ -125,24 +115,14 @@ class EDMHeun(Sampler):
     Generative Models*, NeurIPS 2022, Algorithms 1 and 2.
     """
 
-    churn: float = 0.0
-    s_tmin: float = 0.0
-    s_tmax: float = math.inf
-    s_noise: float = 1.0
-    churn_per: str = "step"
-    to_zero: bool = False
+    churn: float = option(0.0, ge=0.0)
+    s_tmin: float = option(0.0, ge=0.0)
+    s_tmax: float = option(math.inf, ge="s_tmin", finite=False)
+    s_noise: float = option(1.0, ge=0.0)
+    churn_per: str = option("step", choices=CHURN_PER)
+    to_zero: bool = option(False)
     default_steps: ClassVar[int] = 18
     default_grid: ClassVar[TimeGrid] = KarrasGrid(7.0)
-
-    def __post_init__(self):
-        _check_real("churn", self.churn, 0.0)
-        _check_real("s_tmin", self.s_tmin, 0.0)
-        _check_real("s_tmax", self.s_tmax, self.s_tmin)
-        _check_real("s_noise", self.s_noise, 0.0)
-        if self.churn_per not in CHURN_PER:
-            raise ValueError(f"churn_per: expected one of {CHURN_PER}, got {self.churn_per!r}")
-        if not isinstance(self.to_zero, bool):
-            raise TypeError(f"to_zero: expected a bool, got {self.to_zero!r}")
 
     @property
     def stochastic(self) -> bool:  # type: ignore[override]

@@ -32,7 +32,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .._checks import check_int
+from .._checks import option
 from ..time_grids import TimeGrid, UniformLogSNR
 from .base import Sampler, SamplingContext
 
@@ -93,28 +93,21 @@ class SASolver(Sampler):
     Proposition 4.2 (data-prediction form); diffusers' `SASolverScheduler`.
     """
 
-    predictor_order: int = 2
-    corrector_order: int = 2
-    tau: float = 1.0
+    predictor_order: int = option(2, choices=(1, 2, 3, 4))
+    corrector_order: int = option(2, choices=(1, 2, 3, 4))
+    tau: float = option(1.0, ge=0.0)
     tau_interval: tuple[float, float] | None = (0.2, 0.8)
-    lower_order_final: bool = True
+    lower_order_final: bool = option(True)
     default_steps: ClassVar[int] = 20
     default_grid: ClassVar[TimeGrid] = UniformLogSNR()  # uniform t ends with a step long in lambda
 
     def __post_init__(self):
-        for name in ("predictor_order", "corrector_order"):
-            check_int(name, getattr(self, name))
-            if getattr(self, name) > 4:
-                raise ValueError(f"{name}: expected 1, 2, 3 or 4, got {getattr(self, name)!r}")
-        if isinstance(self.tau, bool) or not isinstance(self.tau, (int, float)) or not 0 <= self.tau < math.inf:
-            raise ValueError(f"tau: expected a finite number >= 0, got {self.tau!r}")
+        super().__post_init__()
         if self.tau_interval is not None:
             ok = isinstance(self.tau_interval, tuple) and len(self.tau_interval) == 2 and all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.tau_interval)
             if not ok or not 0 <= self.tau_interval[0] <= self.tau_interval[1] <= 1:
                 raise ValueError(f"tau_interval: expected None or a pair (lo, hi) with 0 <= lo <= hi <= 1, got {self.tau_interval!r}")
-        if not isinstance(self.lower_order_final, bool):
-            raise TypeError(f"lower_order_final: expected a bool, got {self.lower_order_final!r}")
 
     @property
     def stochastic(self) -> bool:  # type: ignore[override]

@@ -31,7 +31,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .._checks import check_int
+from .._checks import option
 from ..time_grids import TimeGrid, UniformLogSNR
 from .base import Sampler, SamplingContext
 
@@ -88,20 +88,11 @@ class DPMSolverSinglestep(Sampler):
     prediction); diffusers' `DPMSolverSinglestepScheduler`.
     """
 
-    order: int = 2
-    solver_type: str = "midpoint"
-    lower_order_final: bool = True
+    order: int = option(2, choices=(1, 2, 3))
+    solver_type: str = option("midpoint", choices=("midpoint", "heun"))
+    lower_order_final: bool = option(True)
     default_steps: ClassVar[int] = 20
     default_grid: ClassVar[TimeGrid] = UniformLogSNR()
-
-    def __post_init__(self):
-        check_int("order", self.order)
-        if self.order > 3:
-            raise ValueError(f"order: expected 1, 2 or 3, got {self.order!r}")
-        if self.solver_type not in ("midpoint", "heun"):
-            raise ValueError(f"solver_type: expected 'midpoint' or 'heun', got {self.solver_type!r}")
-        if not isinstance(self.lower_order_final, bool):
-            raise TypeError(f"lower_order_final: expected a bool, got {self.lower_order_final!r}")
 
     def check(self, sde, ts):
         lam = sde.log_snr(ts.detach().to("cpu", torch.float64))
