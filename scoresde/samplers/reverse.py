@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from .._checks import option
+from .._checks import Options, option
 from .base import Sampler, SamplingContext
 
 __all__ = ["ReverseDiffusion", "Ancestral", "LangevinCorrector", "PredictorCorrector"]
@@ -95,7 +95,7 @@ CORRECTOR_NORMS = ("sample", "noise", "batch")
 
 
 @dataclass(frozen=True)
-class LangevinCorrector:
+class LangevinCorrector(Options):
     r"""Langevin MCMC steps at a fixed noise level, with step sizes from a target signal-to-noise ratio.
 
     For $j = 1..M$ at time $t$: $g = \nabla\log p_t(x)$, $z \sim \mathcal N(0, I)$,
