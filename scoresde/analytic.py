@@ -412,7 +412,7 @@ class DiffusedMixture:
         return f"DiffusedMixture({self.mixture!r}, {self.sde!r})"
 
     def _coefs(self, x: Tensor, t) -> tuple[Tensor, Tensor]:
-        t = as_time(t, like=x, T=self.sde.T)
+        t = as_time(t, like=x)  # a score called every step: times are checked at the entry points
         return self.sde.marginal(t)
 
     def score(self, x: Tensor, t: float | Tensor) -> Tensor:

@@ -210,7 +210,7 @@ class DDPMSchedule:
         Networks trained on integer steps usually take `index_of_t(t).round().long()`;
         networks that accept fractional inputs (as DPM-Solver's discrete models) take it as is.
         """
-        t = as_time(t, T=self.T)
+        t = as_time(t)  # a network's time input, called every step: times are checked at the entry points
         return t * (self.N / self.T) - 1.0
 
     # ------------------------------------------------------------------ the chain
@@ -366,7 +366,7 @@ class NCSNSchedule:
 
     def index_of_t(self, t: float | Tensor) -> Tensor:
         """The (fractional) level $i = t(L-1)/T$ of time `t`, the inverse of `t_of_index`."""
-        t = as_time(t, T=self.T)
+        t = as_time(t)  # a network's time input, called every step: times are checked at the entry points
         return t * ((self.L - 1) / self.T)
 
     def perturb(self, x0: Tensor, index: Tensor | int, noise: Tensor | None = None, *, generator=None) -> Tensor:

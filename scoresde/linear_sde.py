@@ -238,15 +238,15 @@ class LinearSDE(SDE):
         a, s = self.marginal(t)
         return 2.0 * torch.log(a) - 2.0 * torch.log(s)
 
-    def t_from_log_snr(self, lam: Tensor) -> Tensor:
+    def t_from_log_snr(self, log_snr: Tensor) -> Tensor:
         if self.inverse_log_snr_fn is not None:
-            return self.inverse_log_snr_fn(lam)
-        return self._bisect_log_snr(lam)
+            return self.inverse_log_snr_fn(log_snr)
+        return self._bisect_log_snr(log_snr)
 
-    def _bisect_log_snr(self, lam: Tensor) -> Tensor:
-        """The t in [0, T] with log-SNR `lam`, by bisection on the decreasing log-SNR (vectorised, float64)."""
-        work = torch.float32 if lam.device.type == "mps" else torch.float64  # MPS has no float64
-        target = lam.to(work)
+    def _bisect_log_snr(self, log_snr: Tensor) -> Tensor:
+        """The t in [0, T] with log-SNR `log_snr`, by bisection on the decreasing log-SNR (vectorised, float64)."""
+        work = torch.float32 if log_snr.device.type == "mps" else torch.float64  # MPS has no float64
+        target = log_snr.to(work)
         lo = torch.zeros_like(target)
         hi = torch.full_like(target, self.T)
         for _ in range(BISECTION_STEPS):
@@ -255,11 +255,11 @@ class LinearSDE(SDE):
             lo = torch.where(right, mid, lo)
             hi = torch.where(right, hi, mid)
         t = 0.5 * (lo + hi)
-        ends = self.log_snr(torch.tensor([0.0, self.T], dtype=work, device=lam.device))
+        ends = self.log_snr(torch.tensor([0.0, self.T], dtype=work, device=log_snr.device))
         t = torch.where(target >= ends[0], torch.zeros_like(t), t)  # at or above lambda_0: t = 0
         t = torch.where(target <= ends[1], torch.full_like(t, self.T), t)  # at or below lambda_T: t = T
         t = torch.where(torch.isnan(target), target, t)
-        return t.to(lam.dtype)
+        return t.to(log_snr.dtype)
 
 
 class RectifiedFlow(LinearSDE):

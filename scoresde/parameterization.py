@@ -228,7 +228,7 @@ class ScoreModel(nn.Module):
         """The network's prediction at `(x, t)` converted to `target` (one of `MODEL_PREDICTIONS`)."""
         _check_prediction("target", target, MODEL_PREDICTIONS)
         x = check_batched("x", x)
-        t = as_time(t, like=x, T=self.sde.T)
+        t = as_time(t, like=x)  # called every step: times are checked at the entry points
         if t.ndim == 0 or t.shape[0] != x.shape[0]:
             t = t.expand(x.shape[0])
         t_in = self.time_input(t) if self.time_input is not None else t

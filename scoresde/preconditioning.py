@@ -152,7 +152,7 @@ class EDMPreconditioning(nn.Module):
         if self.sde is None:
             return self.denoise(x, t, **cond)
         x = check_batched("x", x)
-        t = as_time(t, like=x, T=self.sde.T)
+        t = as_time(t, like=x)  # called every step: times are checked at the entry points
         alpha, sigma = self.sde.marginal(t)
         # The SDE's x_t = alpha_t (x0 + (sigma_t / alpha_t) eps): EDM's variable is x_t / alpha_t.
         return self.denoise(x / append_dims(alpha, x.ndim), sigma / alpha, **cond)

@@ -98,7 +98,7 @@ def check_finite_number(name: str, value: Any, *, ge: float | None = None, gt: f
 def as_real(name: str, value: Any, *, positive: bool = False, nonnegative: bool = False,
             allow_inf: bool = False) -> float:
     """`value` (a number or a one-element tensor) as a Python float, with a message naming `name`
-    when it is not a valid real number ([`check_finite_number`][solvers._utils.check_finite_number])."""
+    when it is not a valid real number (see `check_finite_number`)."""
     if isinstance(value, Tensor):
         if value.numel() != 1:
             raise ValueError(f"{name}: expected a real number, got {describe(value)}")
