@@ -57,7 +57,7 @@ import torch
 from torch import Tensor
 
 from .sde import check_sde
-from ._checks import append_dims, as_time, check_batched, check_float_tensor, check_output
+from ._checks import append_dims, as_time, check_batched, check_finite_number, check_float_tensor, check_output
 from .parameterization import ScoreModel
 
 __all__ = [
@@ -163,13 +163,13 @@ def _weighted_error(
     alpha: Tensor,
     sigma: Tensor,
     noise: Tensor,
-    lam: Tensor,
+    weight: Tensor,
     cond: dict,
     reduce_dims: str,
 ) -> Tensor:
     r"""Per-sample $\lambda\,\|s_\theta(x_t, t) - s\|^2$, computed in the model's native space.
 
-    `alpha`, `sigma`, `lam` are `(B,)`; the model is evaluated at $x_t = \alpha x_0 + \sigma\varepsilon$.
+    `alpha`, `sigma`, `weight` (the loss weighting $\lambda$) are `(B,)`; the model is evaluated at $x_t = \alpha x_0 + \sigma\varepsilon$.
     """
     nd = x0.ndim
     a, s = append_dims(alpha, nd), append_dims(sigma, nd)
@@ -190,7 +190,7 @@ def _weighted_error(
         err = (pred.to(x0.dtype) - target).square().flatten(1)
         err = err.mean(1) if reduce_dims == "mean" else err.sum(1)
         half_g2 = 0.5 * model.sde.diffusion(t) ** 2  # u_hat - u = -(g^2 / 2)(s_hat - s)
-        return lam / (half_g2 * half_g2) * err
+        return weight / (half_g2 * half_g2) * err
     if space == "eps":
         target = noise
     elif space == "score":
@@ -201,7 +201,7 @@ def _weighted_error(
         target = a * noise - s * x0
     err = (pred.to(x0.dtype) - target).square().flatten(1)
     err = err.mean(1) if reduce_dims == "mean" else err.sum(1)
-    return lam / _space_weight(space, alpha, sigma) * err
+    return weight / _space_weight(space, alpha, sigma) * err
 
 
 # ---------------------------------------------------------------------- continuous
@@ -266,9 +266,7 @@ class DSMLoss:
         if not isinstance(importance_sampling, bool):
             raise TypeError(f"importance_sampling: expected a bool, got {importance_sampling!r}")
         if t_eps is not None:
-            if isinstance(t_eps, bool) or not isinstance(t_eps, (int, float)) or not (0.0 <= t_eps) or not math.isfinite(t_eps):
-                raise ValueError(f"t_eps: expected a finite number >= 0 (or None), got {t_eps!r}")
-            t_eps = float(t_eps)
+            t_eps = check_finite_number("t_eps", t_eps, ge=0.0)
             if sde is not None and t_eps >= sde.T:
                 raise ValueError(f"t_eps: expected a value below T = {sde.T}, got {t_eps!r}")
         _check_reduction(reduction, reduce_dims)
@@ -393,10 +391,10 @@ class DSMLoss:
                 f"t: expected times with sigma_t > 0 (the target -eps/sigma_t is infinite at sigma_t = 0),"
                 f" got t = {t[sigma <= 0][0].item()!r}; use t >= t_eps"
             )
-        lam = self.weight(sde, t, alpha, sigma)
+        weight = self.weight(sde, t, alpha, sigma)
         if iw is not None:
-            lam = lam * iw
-        per_sample = _weighted_error(model, x0, t, alpha, sigma, noise, lam, cond, self.reduce_dims)
+            weight = weight * iw
+        per_sample = _weighted_error(model, x0, t, alpha, sigma, noise, weight, cond, self.reduce_dims)
         return _reduce(per_sample, self.reduction)
 
 
@@ -539,8 +537,8 @@ class _DiscreteLoss:
         noise = _noise_for(x0, noise, generator)
         t = self._level_time(index, x0)
         alpha, sigma = self._level_marginal(index, x0)
-        lam = self._factor * sigma * sigma
-        per_sample = _weighted_error(model, x0, t, alpha, sigma, noise, lam, cond, self.reduce_dims)
+        weight = self._factor * sigma * sigma
+        per_sample = _weighted_error(model, x0, t, alpha, sigma, noise, weight, cond, self.reduce_dims)
         return _reduce(per_sample, self.reduction)
 
 

@@ -42,16 +42,10 @@ import math
 import torch
 from torch import Tensor
 
-from ._checks import as_time, check_int, check_positive_finite
+from ._checks import as_time, check_finite_number, check_int, check_positive_finite
 from .sde import check_sde
 
 __all__ = ["LogSNRNormal", "LogNormalSigma", "LogitNormalTime"]
-
-
-def _check_real(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name}: expected a finite real number, got {value!r}")
-    return float(value)
 
 
 def _check_sde(sde) -> None:
@@ -76,7 +70,7 @@ class LogSNRNormal:
     """
 
     def __init__(self, mean: float, std: float):
-        self.mean = _check_real("mean", mean)
+        self.mean = check_finite_number("mean", mean)
         self.std = check_positive_finite("std", std)
 
     def __repr__(self) -> str:
@@ -158,7 +152,7 @@ class LogNormalSigma(LogSNRNormal):
     """
 
     def __init__(self, p_mean: float = -1.2, p_std: float = 1.2):
-        self.p_mean = _check_real("p_mean", p_mean)
+        self.p_mean = check_finite_number("p_mean", p_mean)
         self.p_std = check_positive_finite("p_std", p_std)
         super().__init__(-2.0 * self.p_mean, 2.0 * self.p_std)
 
@@ -184,7 +178,7 @@ class LogitNormalTime(LogSNRNormal):
     """
 
     def __init__(self, loc: float = 0.0, scale: float = 1.0):
-        self.loc = _check_real("loc", loc)
+        self.loc = check_finite_number("loc", loc)
         self.scale = check_positive_finite("scale", scale)
         super().__init__(-2.0 * self.loc, 2.0 * self.scale)
 

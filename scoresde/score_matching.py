@@ -37,13 +37,12 @@ Influence Matrix*, 1989.
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-from ._checks import as_time, check_batched, check_int, check_output
+from ._checks import as_time, check_batched, check_int, check_output, check_finite_number
 
 __all__ = ["ism_loss", "ssm_loss", "noisy_score_matching_loss", "PROJECTIONS"]
 
@@ -247,8 +246,7 @@ def noisy_score_matching_loss(
     M = _check_ssm_options(n_projections, distribution, variance_reduced, generator, None, x0)
     if t_eps is None:
         t_eps = 1e-5 * sde.T
-    if isinstance(t_eps, bool) or not isinstance(t_eps, (int, float)) or not (0.0 <= t_eps < sde.T) or not math.isfinite(t_eps):
-        raise ValueError(f"t_eps: expected a number in [0, T) = [0, {sde.T}), got {t_eps!r}")
+    t_eps = check_finite_number("t_eps", t_eps, ge=0.0, lt=sde.T)
     B = x0.shape[0]
     if t is None:
         t = t_eps + (sde.T - t_eps) * torch.rand(B, generator=generator, device=x0.device, dtype=x0.dtype)

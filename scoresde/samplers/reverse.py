@@ -180,7 +180,7 @@ class LangevinCorrector(Options):
 class PredictorCorrector(Sampler):
     r"""Predictor-corrector sampling: a predictor step to $t_{i+1}$, then corrector steps at $t_{i+1}$.
 
-    Any one-step sampler predicts (`ReverseDiffusion`, `Ancestral`, `EulerMaruyama`, `DDIM`,
+    Any one-step sampler predicts (`ReverseDiffusion`, `Ancestral`, `ReverseSDESampler`, `DDIM`,
     ...); the [`LangevinCorrector`][scoresde.samplers.reverse.LangevinCorrector] corrects the
     marginal at the new time with score-based MCMC. `predictor=None` gives corrector-only
     sampling (Song et al.'s view of NCSN's annealed Langevin dynamics); `corrector=None`
