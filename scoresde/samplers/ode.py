@@ -115,7 +115,7 @@ class EDMHeun(Sampler):
     Generative Models*, NeurIPS 2022, Algorithms 1 and 2.
     """
 
-    churn: float = option(0.0, ge=0.0)
+    churn: float = option(0.0, ge=0.0, finite=False)  # inf: the largest churn, gamma = sqrt(2) - 1
     s_tmin: float = option(0.0, ge=0.0)
     s_tmax: float = option(math.inf, ge="s_tmin", finite=False)
     s_noise: float = option(1.0, ge=0.0)

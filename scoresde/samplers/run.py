@@ -8,7 +8,6 @@ last step into zero noise. The defaults it applies live in
 from __future__ import annotations
 
 import inspect
-import numbers
 from typing import Any, Callable, Sequence
 
 import solvers
@@ -27,8 +26,6 @@ __all__ = ["sample", "final_step", "check_denoise", "DENOISE_MODES", "check_step
 
 def check_steps(name: str, steps: Any) -> int:
     """`steps` as a Python int >= 1 (numpy and other integral types accepted, as for `shape`)."""
-    if isinstance(steps, numbers.Integral) and not isinstance(steps, bool):
-        steps = int(steps)
     return check_int(name, steps)
 
 
