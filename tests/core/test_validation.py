@@ -108,3 +108,41 @@ def test_mixture_errors():
         labelled.class_log_prob(torch.randn(4, 3), torch.tensor([0, 1, 0]))
     with pytest.raises(ValueError, match="y: no component has label 5"):
         labelled.condition(5)
+
+
+def test_declared_options():
+    """`option(...)` fields are checked by one `__post_init__`, with messages that name the
+    argument, the value and the expected kind, range or choices."""
+    import math
+    from dataclasses import dataclass
+
+    from scoresde._checks import Options, option
+
+    @dataclass(frozen=True)
+    class Toy(Options):
+        order: int = option(2, choices=(1, 2, 3))
+        final: bool | str = option(True, choices=(True, False, "always"))
+        eta: float = option(0.0, ge=0.0, le=1.0)
+        lo: float = option(0.0, ge=0.0)
+        hi: float = option(math.inf, ge="lo", finite=False)
+        cap: float | None = option(None, gt=0.0)
+        flag: bool = option(False)
+        n: int = option(1, ge=1)
+
+    Toy()
+    Toy(order=3, final="always", eta=1.0, lo=2.0, hi=2.0, cap=0.5, flag=True, n=7)
+    cases = [
+        (dict(order=4), ValueError, r"order: expected one of \(1, 2, 3\), got 4"),
+        (dict(order=2.0), TypeError, r"order: expected an int, got 2.0"),
+        (dict(final=1), ValueError, r"final: expected one of \(True, False, 'always'\), got 1"),  # 1 is not True
+        (dict(eta=1.5), ValueError, r"eta: expected a finite number in \[0, 1\], got 1.5"),
+        (dict(eta=math.nan), ValueError, r"eta: expected a finite number in \[0, 1\], got nan"),
+        (dict(eta="0"), TypeError, r"eta: expected a real number, got '0'"),
+        (dict(lo=1.0, hi=0.5), ValueError, r"hi: expected a number >= 1, got 0.5 \(lo = 1.0\)"),
+        (dict(cap=0.0), ValueError, r"cap: expected a finite number > 0, got 0.0"),
+        (dict(flag=0), TypeError, r"flag: expected a bool, got 0"),
+        (dict(n=0), ValueError, r"n: expected an int >= 1, got 0"),
+    ]
+    for kwargs, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            Toy(**kwargs)
