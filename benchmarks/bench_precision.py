@@ -45,6 +45,7 @@ from scoresde import (
     EDMHeun,
     GaussianMixture,
     LangevinCorrector,
+    PNDM,
     PredictorCorrector,
     ProbabilityFlowSampler,
     ReverseDiffusion,
@@ -82,6 +83,7 @@ def samplers(quick: bool):
         ("DPM++ SDE", DPMSolverPPSDE(), 10),
         ("SA-Solver", SASolver(), 20),
         ("DPM adaptive 23", DPMSolverAdaptive(), None),
+        ("PNDM", PNDM(), 20),
     ]
     if quick:
         keep = {"DDIM", "DPM++ 2M", "UniPC-3", "Ancestral", "DPM++ SDE", "SA-Solver"}

@@ -1,12 +1,14 @@
 """EDM's process ($\\alpha_t = 1$, $\\sigma_t = t$, $dx = \\sqrt{2t}\\,dw$) on scikit-learn's digits.
 
 `EDM()` is Karras et al.'s VE process whose time is its noise level, on
-$[0, \\sigma_{\\max} = 80]$. A U-Net predicting the clean digit ($D_\\theta$, with the input
-scaled by EDM's $c_{\\text{in}} = 1/\\sqrt{\\sigma^2 + \\sigma_{\\text{data}}^2}$) is trained
-with EDM's loss weight $\\lambda(\\sigma) = (\\sigma^2 + \\sigma_{\\text{data}}^2)/(\\sigma\\sigma_{\\text{data}})^2$
-on $\\|D_\\theta - x_0\\|^2$, with $\\sigma$ drawn log-uniformly (the package's log-SNR
-importance sampling; EDM's own log-normal proposal and preconditioning are training
-recipes of their own). Sampling stops at $\\sigma_{\\min} = 0.002$: EDM's Heun sampler on its
+$[0, \\sigma_{\\max} = 80]$. A U-Net predicting the noise (input scaled by EDM's
+$c_{\\text{in}} = 1/\\sqrt{\\sigma^2 + \\sigma_{\\text{data}}^2}$) is trained with the eps-loss
+$\\|\\hat\\varepsilon - \\varepsilon\\|^2$ at noise levels drawn log-uniformly (the package's
+log-SNR importance sampling, `weighting=log_uniform_eps_weight`). EDM's own recipe, an
+$x_0$-network with $c_{\\text{skip}}$, $c_{\\text{out}}$ and a log-normal proposal, lives with
+the training recipes; a raw $x_0$-network without $c_{\\text{skip}}$ cannot pass the input
+through at small $\\sigma$ and left visible noise here (nearest-digit distance 5.1 against
+2.1 for real digits). Sampling stops at $\\sigma_{\\min} = 0.002$: EDM's Heun sampler on its
 $\\rho = 7$ grid (18 levels, 35 evaluations, as in the paper), its stochastic variant
 ($S_{\\text{churn}}$), DPM-Solver++(2M) and the reverse SDE. Run (a few minutes on a laptop CPU):
 
@@ -31,14 +33,11 @@ import _common as C  # noqa: E402
 from scoresde import EDM, DPMSolverPP, DSMLoss, EDMHeun, ReverseSDESampler  # noqa: E402
 from scoresde.time_grids import KarrasGrid  # noqa: E402
 
-SIGMA_DATA = 0.5  # EDM's sigma_data; the digits in [-1, 1] have per-pixel std about 0.6
-
-
-def edm_weight(t: torch.Tensor) -> torch.Tensor:
-    r"""Score-space weighting that, with log-uniform sigma (importance weights proportional to t),
-    puts EDM's lambda(sigma) on the x0 error: lambda_score / w_x0 * iw = c (s^2 + sd^2) / (s sd)^2
-    with w_x0 = s^4 and iw proportional to s, so lambda_score is proportional to s (s^2 + sd^2) / sd^2."""
-    return t * (t * t + SIGMA_DATA**2) / SIGMA_DATA**2
+def log_uniform_eps_weight(t: torch.Tensor) -> torch.Tensor:
+    r"""lambda(t) = t: with log-SNR importance sampling (sigma log-uniform, importance weight
+    proportional to sigma^2 / g^2 = t / 2) and the eps-space factor w = sigma^2 = t^2, each sample's
+    eps error gets the constant weight lambda / w * iw, so the loss is E ||eps_hat - eps||^2 over log sigma."""
+    return t
 
 
 def main(argv=None) -> dict:
@@ -52,8 +51,8 @@ def main(argv=None) -> dict:
         "DPM-Solver++(2M), 20 steps": (DPMSolverPP(order=2), 20, end),
         "reverse SDE, 500 steps (rho = 7 grid)": (ReverseSDESampler(), 500, {**end, "grid": KarrasGrid(7.0)}),
     }
-    loss = DSMLoss(sde, weighting=edm_weight, importance_sampling=True, t_eps=sde.sigma_min / 4)
-    return C.run_digits(args, sde, "EDM", loss, "x0", samplers)
+    loss = DSMLoss(sde, weighting=log_uniform_eps_weight, importance_sampling=True, t_eps=sde.sigma_min / 4)
+    return C.run_digits(args, sde, "EDM", loss, "eps", samplers)
 
 
 if __name__ == "__main__":

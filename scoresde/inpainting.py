@@ -1,8 +1,8 @@
-r"""Imputation (inpainting) of known coordinates in one call: [`impute`][scoresde.impute].
+r"""Imputation (inpainting) of known coordinates in one call: [`impute`][scoresde.inpainting.impute].
 
 The method is the sampler wrapper [`Imputation`][scoresde.samplers.imputation.Imputation]
 (any sampler's step followed by the replacement of the known part, optionally with
-RePaint's resampling), run by [`sample`][scoresde.sample]; this module is its short
+RePaint's resampling), run by [`sample`][scoresde.samplers.run.sample]; this module is its short
 convenience and the one-off projection [`replace_known`][scoresde.inpainting.replace_known].
 
 Reference: Song et al., *Score-Based Generative Modeling through Stochastic Differential
@@ -121,7 +121,7 @@ def impute(
     norms: str = "noise",
     predictor: str | None = None,
 ) -> Tensor:
-    r"""Impute the unknown coordinates of `x_known`: [`sample`][scoresde.sample] with an [`Imputation`][scoresde.samplers.imputation.Imputation] sampler.
+    r"""Impute the unknown coordinates of `x_known`: [`sample`][scoresde.samplers.run.sample] with an [`Imputation`][scoresde.samplers.imputation.Imputation] sampler.
 
     Equivalent to `sample(sde, score, x_known.shape, Imputation(sampler, x_known, mask,
     jump_length, resample), steps, generator=..., ...)` on `x_known`'s device and dtype:

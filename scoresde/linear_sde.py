@@ -8,7 +8,7 @@ $$f(t) = \frac{d\log\alpha_t}{dt}, \qquad
 g(t)^2 = \frac{d\sigma_t^2}{dt} - 2 f(t)\,\sigma_t^2 = -\sigma_t^2\,\frac{d\lambda_t}{dt},
 \qquad \lambda_t = \log\frac{\alpha_t^2}{\sigma_t^2}$$
 
-(Kingma et al. 2021, eq. 11 and appendix; Song et al. 2021, eq. 5.50 of their appendix), so
+(Kingma et al. 2021; Song et al. 2021), so
 $g^2 > 0$ exactly where the signal-to-noise ratio decreases.
 [`LinearSDE`][scoresde.LinearSDE] takes $\alpha(t)$ and $\sigma(t)$ as tensor
 callables and derives everything else: derivatives by forward-mode autograd unless given,
@@ -86,8 +86,11 @@ class LinearSDE(SDE):
             (default $\sigma_T$, the prior that neglects the signal $\alpha_T x_0$ left at $T$,
             as VE and EDM do; pass 1 for a variance-preserving process with standardised data).
 
-    Reference: Kingma et al., *Variational Diffusion Models*, NeurIPS 2021, section 3 and
-    appendix A; Song et al., ICLR 2021.
+    The SDE pickles (for checkpoints and data-parallel workers) when its callables do:
+    prefer module-level functions to lambdas for a process you save.
+
+    References: Kingma et al., *Variational Diffusion Models*, NeurIPS 2021 (the process
+    given by its marginal and its SNR); Song et al., ICLR 2021.
     """
 
     def __init__(
@@ -262,6 +265,35 @@ class LinearSDE(SDE):
         return t.to(log_snr.dtype)
 
 
+# Module-level closed forms (not lambdas), so that the named processes pickle.
+def _one_minus(t: Tensor) -> Tensor:
+    return 1.0 - t
+
+
+def _identity(t: Tensor) -> Tensor:
+    return t.clone()
+
+
+def _minus_one(t: Tensor) -> Tensor:
+    return -torch.ones_like(t)
+
+
+def _rf_log_snr(t: Tensor) -> Tensor:
+    return 2.0 * (torch.log1p(-t) - torch.log(t))  # log((1 - t)^2 / t^2)
+
+
+def _rf_t_from_log_snr(lam: Tensor) -> Tensor:
+    return torch.sigmoid(-0.5 * lam)  # (1 - t) / t = e^{lam / 2}
+
+
+def _edm_log_snr(t: Tensor) -> Tensor:
+    return -2.0 * torch.log(t)
+
+
+def _edm_t_from_log_snr(lam: Tensor) -> Tensor:
+    return torch.exp(-0.5 * lam)
+
+
 class RectifiedFlow(LinearSDE):
     r"""Rectified flow's linear interpolant $x_t = (1 - t)\,x_0 + t\,\varepsilon$: $\alpha_t = 1 - t$, $\sigma_t = t$.
 
@@ -296,13 +328,13 @@ class RectifiedFlow(LinearSDE):
                 f" and the log-SNR diverge; Liu et al. stop at 1 - 1e-3), got {T!r}"
             )
         super().__init__(
-            lambda t: 1.0 - t,
-            lambda t: t.clone(),
+            _one_minus,
+            _identity,
             T=T,
-            dalpha_dt=lambda t: -torch.ones_like(t),
+            dalpha_dt=_minus_one,
             dsigma_dt=torch.ones_like,
-            log_snr=lambda t: 2.0 * (torch.log1p(-t) - torch.log(t)),
-            t_from_log_snr=lambda lam: torch.sigmoid(-0.5 * lam),
+            log_snr=_rf_log_snr,
+            t_from_log_snr=_rf_t_from_log_snr,
             prior_std=1.0,
         )
 
@@ -344,12 +376,12 @@ class EDM(LinearSDE):
         self.sigma_min, self.sigma_max = sigma_min, sigma_max
         super().__init__(
             torch.ones_like,
-            lambda t: t.clone(),
+            _identity,
             T=sigma_max,
             dalpha_dt=torch.zeros_like,
             dsigma_dt=torch.ones_like,
-            log_snr=lambda t: -2.0 * torch.log(t),
-            t_from_log_snr=lambda lam: torch.exp(-0.5 * lam),
+            log_snr=_edm_log_snr,
+            t_from_log_snr=_edm_t_from_log_snr,
             prior_std=sigma_max,
         )
 

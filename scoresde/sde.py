@@ -9,7 +9,9 @@ so the transition from clean data is Gaussian, $x_t \mid x_0 \sim
 $\tfrac{d}{dt}\sigma_t^2 = 2 f(t)\sigma_t^2 + g(t)^2$. A subclass supplies $f$, $g$ and
 $(\alpha_t, \sigma_t)$ in closed form, the log-SNR $\lambda_t = \log(\alpha_t^2/\sigma_t^2)$
 and its inverse, and a prior; everything else (perturbation, prior sampling, the reverse
-SDE and the probability-flow ODE) is shared, with no branch on the SDE's type.
+SDE and the probability-flow ODE) is shared, with no branch on the SDE's type. A process
+given by its marginal alone, $(\alpha_t, \sigma_t)$, is [`LinearSDE`][scoresde.LinearSDE]
+(rectified flow and EDM's process are two of them).
 
 This module is purely continuous: it knows nothing of the discrete DDPM and NCSN chains.
 `scoresde.chains` owns the conversions both ways

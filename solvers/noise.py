@@ -384,8 +384,9 @@ class SeededNoise(NoiseSource):
     `log`/`cos`).
 
     Arguments:
-        seed: an int (sample `b` then uses a stream derived from `(seed, b)`), or a
-            sequence / 1-D integer tensor with one seed per sample.
+        seed: an int in $[0, 2^{64})$ (sample `b` then uses a stream keyed by `(seed, b)`), or
+            a sequence / 1-D integer tensor with one seed per sample (seeds outside the range
+            are refused, not reduced modulo $2^{64}$).
         start: the draw counter to start from (each increment, normal or uniform batch
             consumes one).
 

@@ -42,14 +42,11 @@ __all__ = [
     "repaint_schedule",
 ]
 from .deis import DEIS  # noqa: E402
+from .dpm_adaptive import DPMSolverAdaptive  # noqa: E402
 from .dpmpp_sde import DPMSolverPPSDE  # noqa: E402
 from .ipndm import IPNDM  # noqa: E402
+from .pndm import PNDM  # noqa: E402
+from .sa_solver import SASolver  # noqa: E402
 from .singlestep import DPMSolverSinglestep  # noqa: E402
 
-__all__ += ["DEIS", "DPMSolverPPSDE", "IPNDM", "DPMSolverSinglestep"]
-from .sa_solver import SASolver  # noqa: E402
-
-__all__ += ["SASolver"]
-from .dpm_adaptive import DPMSolverAdaptive  # noqa: E402
-
-__all__ += ["DPMSolverAdaptive"]
+__all__ += ["DPMSolverSinglestep", "DEIS", "IPNDM", "PNDM", "DPMSolverPPSDE", "SASolver", "DPMSolverAdaptive"]

@@ -23,7 +23,7 @@ remedies are offered:
   $x_{t_{i}} = a_i x_{t_{i+1}} + \sqrt{v_i}\,z$, and redo them, $r - 1$ times per segment
   (see [`repaint_schedule`][scoresde.samplers.imputation.repaint_schedule]).
 
-The wrapper is run by [`sample`][scoresde.sample], so it has its noise sources (a
+The wrapper is run by [`sample`][scoresde.samplers.run.sample], so it has its noise sources (a
 per-sample seed list makes a sample independent of its batch), final denoising, progress,
 callbacks and NaN reporting. The replacement noise comes from the call's noise source. The
 known part of the returned samples equals $x_{\text{known}}$ exactly.
@@ -145,8 +145,8 @@ class Imputation(Sampler):
     step. See the module for the method, its bias, and how multistep samplers keep their
     history.
 
-    Run it with [`sample`][scoresde.sample] on a state shaped like `x_known` (or use the
-    convenience [`impute`][scoresde.impute]):
+    Run it with [`sample`][scoresde.samplers.run.sample] on a state shaped like `x_known` (or use the
+    convenience [`impute`][scoresde.inpainting.impute]):
 
     ```python
     x = scoresde.sample(sde, score, x_known.shape, Imputation(Ancestral(), x_known, mask),

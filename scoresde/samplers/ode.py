@@ -151,15 +151,17 @@ class EDMHeun(Sampler):
             )
         if self.to_zero and ctx.ends_noise_free:
             raise ValueError("to_zero: the grid already ends at zero noise; use EDMHeun(to_zero=False) on it")
-        state = self.init(ctx, x)
+        # as the base loop: each step computes in ctx.work_dtype, the state is stored in ctx.dtype
+        state = self.init(ctx, x.to(ctx.work_dtype))
         for i in range(ctx.steps):
-            x, denoised = self.step(ctx, x, i, state)
+            x, denoised = self.step(ctx, x.to(ctx.work_dtype), i, state)
+            x = x.to(ctx.dtype)
             report(i, x, denoised)
         if not self.to_zero:
             return x
         # EDM's last step from sigma_N to 0: churn, then Euler, x_0 = x^+ - sigma^+ d = D(x^+; sigma^+)
-        x_up, s_up, denoised = self._churn(ctx, x, ctx.steps, state)
-        return x_up + (0.0 - s_up) * ((x_up - denoised) / s_up)
+        x_up, s_up, denoised = self._churn(ctx, x.to(ctx.work_dtype), ctx.steps, state)
+        return (x_up + (0.0 - s_up) * ((x_up - denoised) / s_up)).to(ctx.dtype)
 
     def _churn(self, ctx: SamplingContext, x: Tensor, i: int, state):
         """x^+, sigma^+ and D(x^+; sigma^+) at grid level i (x^+ = x_i, sigma^+ = sigma_i without churn)."""

@@ -223,13 +223,20 @@ def sample(
             (`t` is a `(B,)` tensor), e.g. a [`ScoreModel`][scoresde.ScoreModel] or an exact
             [`DiffusedMixture.score`][scoresde.analytic.DiffusedMixture.score].
         shape: the batch shape `(B, ...)`; may be omitted when `x_init` is given.
-        sampler: a sampler instance (default `DPMSolverPP(order=2)`).
-        steps: the number of steps $N \ge 1$ (default: the sampler's `default_steps`).
+        sampler: a sampler instance. Left out, the default recipe of
+            [`scoresde.samplers.defaults`][scoresde.samplers.defaults] runs (its sampler, grid,
+            end time and final step into zero noise, chosen by measurement against the peers'
+            defaults); its final step then counts among `steps`.
+        steps: the number of steps $N \ge 1$ (default: the sampler's `default_steps`; for the
+            default recipe, 20, the final step included, so $N$ evaluations).
         grid: a [`TimeGrid`][scoresde.time_grids.TimeGrid] (default: the sampler's) or an explicit
             strictly decreasing 1-D tensor of times in $[0, T]$ (then `steps` is its length - 1).
-        t_end: the last time of the grid (default [`default_t_end`][scoresde.time_grids.default_t_end]).
+        t_end: the last time of the grid (default [`default_t_end`][scoresde.time_grids.default_t_end];
+            for the default recipe, [its own][scoresde.samplers.defaults.default_t_end]).
         generator: the noise source: None, a `torch.Generator`, an int seed, a list of seeds
-            or generators with one per sample (a sample then does not depend on its batch),
+            or generators with one per sample (a sample then does not depend on its batch:
+            bit for bit with exact scores; a network's arithmetic depends on the batch size,
+            so with a network up to rounding),
             or a `solvers` noise source.
         x_init: start from this state at `grid[0]` instead of a prior draw (e.g. a latent from
             the probability-flow encoder).
@@ -239,6 +246,8 @@ def sample(
             $(x/\alpha + \hat x_0)/2$, which keeps the spread Tweedie's step removes from
             data that is smooth on the scale of the remaining noise (see
             [`final_step`][scoresde.samplers.run.final_step]). False: end at $t_{\text{end}}$.
+            Left out (None): no final step for a sampler given explicitly, the default
+            recipe's final step when `sampler` is left out.
         callback: called with a [`StepInfo`][scoresde.samplers.base.StepInfo] after each step.
         progress: show a tqdm progress bar (a dict is passed to tqdm as keyword arguments).
         device, dtype: of the state when `x_init` is not given (default: the generator's

@@ -143,7 +143,7 @@ def test_bisection_ends_dtype_and_nan():
     sde = TRIG()
     lam_T = sde.log_snr(sde.T).item()
     lam = torch.tensor([float("inf"), 50.0, lam_T - 3.0, float("nan"), 0.0], dtype=torch.float32)
-    t = sde.t_from_log_snr(lam)
+    t = sde.t_from_log_snr(lam)  # unchecked protocol: the bisection clamps to [0, T] and passes NaN through
     assert t.dtype == torch.float32
     assert t[0].item() == 0.0 and t[2].item() == pytest.approx(sde.T) and math.isnan(t[3].item())
     assert t[1].item() == pytest.approx(2 / math.pi * math.atan(math.exp(-25.0)), rel=1e-5)
@@ -341,6 +341,15 @@ def test_bad_named_processes():
         RectifiedFlow(T=1.0)
     with pytest.raises(ValueError, match=r"sigma_min: expected a value below sigma_max"):
         EDM(sigma_max=1.0, sigma_min=2.0)
+
+
+def test_named_processes_pickle():
+    import pickle
+
+    for sde in (RectifiedFlow(0.99), EDM(20.0)):
+        back = pickle.loads(pickle.dumps(sde))
+        assert back == sde
+        torch.testing.assert_close(back.t_from_log_snr(back.log_snr(0.5)), torch.tensor(0.5))
 
 
 def test_equality_and_repr():

@@ -178,3 +178,17 @@ def test_seed_2_to_the_64_is_not_seed_0():
     b = _sample(sampler=DDIM(eta=1.0), generator=2 ** 64 - 1)
     assert not torch.equal(a, b)
     assert math.isfinite(a.sum().item())
+
+
+@pytest.mark.parametrize("adaptive", [True, False], ids=["adaptive", "fixed-step"])
+def test_log_likelihood_progress_bar_counts_to_its_total_and_stays(adaptive, capsys):
+    """The bar counts integer steps (fixed-step) or per mille of [t_eps, T] (adaptive), ends at its
+    total and is left on screen (it used to count floats, stop at 12% and erase itself)."""
+    x = torch.randn(3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    kw = dict(solver=solvers.Euler(), steps=7) if not adaptive else {}
+    log_likelihood(SDE, EXACT.score, x, progress=True, **kw)
+    err = capsys.readouterr().err
+    total = "7/7" if not adaptive else "1000/1000"
+    states = [line for line in err.replace("\r", "\n").splitlines() if line.strip()]
+    assert states, "no progress bar was shown"
+    assert states[-1].startswith("log_likelihood: 100%") and total in states[-1], states[-3:]

@@ -3,13 +3,11 @@
 import pytest
 import torch
 
-from scoresde import VESDE, VPSDE, GaussianMixture, SubVPSDE
+from scoresde import GaussianMixture
 
-SDES = {
-    "vp": lambda: VPSDE(),
-    "subvp": lambda: SubVPSDE(),
-    "ve": lambda: VESDE(sigma_min=0.01, sigma_max=20.0),
-}
+from ..sde_zoo import sdes
+
+SDES = sdes("sampling")
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -76,7 +76,7 @@ SAMPLERS = {
     "unipc": (UniPC(), 30),
     "pc": (PredictorCorrector(Ancestral(), LangevinCorrector(norms="noise")), 100),
     # corrector-only sampling mixes slowly: with 2 steps per level it misses the weights unwrapped too
-    "corrector-only": (PredictorCorrector(None, LangevinCorrector(norms="noise", n_steps=5)), 200),
+    "corrector-only": (PredictorCorrector(None, LangevinCorrector(norms="noise", n_steps=5)), 100),
 }
 
 

@@ -7,7 +7,7 @@ import solvers
 import torch
 
 import scoresde
-from scoresde import VESDE, VPSDE, GaussianMixture, Hutchinson, ProbabilityFlowSampler, bits_per_dim, dequantize, log_likelihood
+from scoresde import VPSDE, GaussianMixture, Hutchinson, ProbabilityFlowSampler, bits_per_dim, dequantize, log_likelihood
 
 from ..conftest import devices
 from .conftest import ring
@@ -20,8 +20,10 @@ def _data(mixture, n=B, seed=0):
 
 
 def _prior(sde, exact):
-    """The exact log p_T for VE (whose N(0, sigma_max^2) prior ignores the data's mean); the SDE's prior otherwise."""
-    return (lambda z: exact.log_prob(z, sde.T)) if isinstance(sde, VESDE) else None
+    """The exact log p_T for variance-exploding processes (alpha_T = 1: VE, EDM), whose N(0, sigma_max^2)
+    prior ignores the data's mean; the SDE's prior otherwise."""
+    alpha_T = float(sde.marginal(torch.tensor(float(sde.T), dtype=torch.float64))[0])
+    return (lambda z: exact.log_prob(z, sde.T)) if alpha_T == 1.0 else None
 
 
 def test_exact_divergence_matches_log_density(sde):

@@ -1,4 +1,4 @@
-"""DPM-Solver singlestep, DEIS, iPNDM, DPM-Solver++ SDE, SA-Solver and the adaptive DPM-Solver: against their peers on the same inputs,
+"""DPM-Solver singlestep, DEIS, iPNDM, DPM-Solver++ SDE, SA-Solver, the adaptive DPM-Solver and PNDM: against their peers on the same inputs,
 measured orders on the exact probability flow, and their option checks.
 
 diffusers' schedulers keep float32 tables; where the comparison should be to rounding, the
@@ -23,6 +23,7 @@ from scoresde import (
     DPMSolverSinglestep,
     GaussianMixture,
     KarrasGrid,
+    PNDM,
     ProbabilityFlowSampler,
     SASolver,
     SubVPSDE,
@@ -137,6 +138,28 @@ def test_ipndm_is_diffusers_ipndm(n):
     ours = scoresde.sample(sde, exact.score, sampler=IPNDM(), grid=grid, x_init=x_T)
     assert (ours - x).abs().max().item() < 1e-11
     assert (ours - x_T).abs().max().item() > 1.0
+
+
+# ---------------------------------------------------------------------- PNDM
+@pytest.mark.parametrize("n", [4, 10, 20])
+def test_pndm_is_diffusers_pndm(n):
+    """diffusers' PNDMScheduler with its pseudo Runge-Kutta start ("leading" timesteps, whose steps of N // n and
+    half-steps are our grid and midpoints; the last step into alphabar = 1), its alphabar in float64: to rounding,
+    with the same number of evaluations."""
+    diffusers = pytest.importorskip("diffusers")
+    sde, exact, betas, x_T = _vp_problem()
+    sched = diffusers.PNDMScheduler(num_train_timesteps=N, trained_betas=betas, skip_prk_steps=False,
+                                    set_alpha_to_one=True, timestep_spacing="leading", steps_offset=0)
+    sched.set_timesteps(n)
+    sched.alphas_cumprod = sde.marginal(torch.arange(1, N + 1, dtype=torch.float64) / N)[0] ** 2
+    sched.final_alpha_cumprod = torch.tensor(1.0, dtype=torch.float64)
+    times = torch.tensor([(int(k) + 1) / N for k in sched.timesteps], dtype=torch.float64)
+    ref = _run_diffusers(sched, exact, x_T, times)
+    grid = torch.tensor([(int(k) + 1) / N for k in sched._timesteps[::-1]] + [0.0], dtype=torch.float64)
+    nfes = []
+    ours = scoresde.sample(sde, exact.score, sampler=PNDM(), grid=grid, x_init=x_T, callback=lambda s: nfes.append(s.nfe))
+    assert (ours - ref).abs().max().item() < 1e-11
+    assert nfes[-1] == len(sched.timesteps) == PNDM().evaluations(n)
 
 
 # ---------------------------------------------------------------------- DPM-Solver++ SDE
@@ -315,7 +338,8 @@ ORDERS = [
     # constant Adams-Bashforth weights on steps that are not equal in rho (geometric here): order 2, not 4
     (IPNDM(), (32, 64, 128), 2.0, 0.35),
     (DPMSolverPPSDE(eta=0.0), (32, 64, 128), 2.0, 0.35),  # deterministic DPM-Solver++(2S)
-    (SASolver(2, 2, tau=0.0), (32, 64, 128), 2.0, 0.35),  # the corrector of order 2 keeps the predictor's order
+    (SASolver(2, 2, tau=0.0), (32, 64, 128), 2.0, 0.35),
+    (PNDM(), (32, 64, 128), 2.0, 0.35),  # its linear multistep has iPNDM's constant weights  # the corrector of order 2 keeps the predictor's order
 ]
 
 
@@ -400,5 +424,5 @@ def test_singlestep_without_lower_order_final_needs_a_divisible_grid():
 def test_exported_from_the_front_door():
     import scoresde.samplers as samplers
 
-    for name in ("DPMSolverSinglestep", "DEIS", "IPNDM", "DPMSolverPPSDE", "SASolver", "DPMSolverAdaptive"):
+    for name in ("DPMSolverSinglestep", "DEIS", "IPNDM", "DPMSolverPPSDE", "SASolver", "DPMSolverAdaptive", "PNDM"):
         assert getattr(scoresde, name) is getattr(samplers, name)

@@ -335,7 +335,8 @@ def test_diffusers_sigma_schedulers_on_their_sigmas(name, spacing):
     sched = getattr(diffusers, name)(num_train_timesteps=N, trained_betas=betas, timestep_spacing=spacing)
     sched.set_timesteps(steps)
     sigmas = sched.sigmas.double()  # Heun repeats each inner sigma (two evaluations per step)
-    t_of = lambda sig: sde.t_from_log_snr(-2.0 * torch.log(sig)).clamp(max=sde.T)  # noqa: E731 (float32 sigma_max)
+    lam_T = sde.log_snr(sde.T)  # diffusers' float32 sigma_max lies just past the SDE's end: clamp to it
+    t_of = lambda sig: sde.t_from_log_snr((-2.0 * torch.log(sig)).clamp(min=lam_T))  # noqa: E731
     x_T = _noise(seed=8)
     x = x_T.clone() * sched.init_noise_sigma
     for i, k in enumerate(sched.timesteps):

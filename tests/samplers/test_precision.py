@@ -10,16 +10,20 @@ Tolerances, from the unit roundoff $u$ of the dtype ($2^{-11}$ for float16, $2^{
 bfloat16) and the size $R$ of the state:
 
 * per sample, the run tracks the float64 one: its median distance is within $4uR$, the size of
-  a few last roundings of a state of size $R$ (measured 0.3-0.9 $uR$: roundings earlier in the
+  a few last roundings of a state of size $R$ (measured 0.5-1.3 $uR$: roundings earlier in the
   run are damped by the flow's contraction onto the modes);
 * a sample changes mode only if rounding moves its trajectory across a decision boundary, so the
   changed share, and with it the total variation between the mode weights, is $O(u)$: at most
-  $16u$ changed and $8u$ in total variation (measured at most $6u$ and $4u$);
+  $16u$ changed and $8u$ in total variation (measured at most $6u$ and $4u$), each plus 4.5
+  standard errors of a count of that rate among the $B$ samples, $4.5\sqrt{p/B}$ (which samples
+  sit near a boundary depends on the noise stream: these counts are a few to a dozen samples);
 * the within-mode spread, which absorbs the variance every rounding adds ($\approx(uR)^2/3$ per
   rounding against $0.25^2$), is within $16u$ relative (measured at most $10u$; before the steps
-  computed in float32, the stochastic samplers' bfloat16 spreads grew by up to 4% at 20 steps and
-  more at 1000).
+  computed in float32, the stochastic samplers' bfloat16 spreads grew by 2-4% at 20 steps and by
+  65-71% at 1000).
 """
+
+import math
 
 import pytest
 import solvers
@@ -30,6 +34,7 @@ from scoresde import (
     DDIM,
     DEIS,
     IPNDM,
+    LMS,
     VESDE,
     VPSDE,
     Ancestral,
@@ -40,6 +45,7 @@ from scoresde import (
     DPMSolverSinglestep,
     EDMHeun,
     LangevinCorrector,
+    PNDM,
     PredictorCorrector,
     ProbabilityFlowSampler,
     ReverseDiffusion,
@@ -79,6 +85,8 @@ SAMPLERS = [
     (SASolver(), 20),
     (SASolver(3, 3, tau=0.0), 20),
     (DPMSolverAdaptive(), None),
+    (PNDM(), 20),
+    (LMS(), 20),
     (DPMSolverAdaptive(order=2, eta=1.0), None),
 ]
 
@@ -89,6 +97,11 @@ def _modes_and_spread(x, means):
     weights = torch.bincount(k, minlength=means.shape[0]).double() / x.shape[0]
     spread = (x - means[k]).pow(2).sum(1).mean().div(2).sqrt().item()
     return k, weights, spread
+
+
+def _rate_bound(p: float) -> float:
+    """A share of at most p among B samples, plus 4.5 standard errors of its count, sqrt(p / B)."""
+    return p + 4.5 * math.sqrt(p / B)
 
 
 @pytest.fixture(scope="module", params=range(len(SAMPLERS)), ids=[repr(s) for s, _ in SAMPLERS])
@@ -113,9 +126,11 @@ def test_half_precision_state_tracks_float64(float64_run, dtype):
     distance = (x.double() - ref).norm(dim=1).median().item()
     assert distance <= 4 * u * R, f"median distance to the float64 run {distance:.3g} > 4uR = {4 * u * R:.3g}"
     changed = (k != k_ref).double().mean().item()
-    assert changed <= 16 * u, f"{changed:.4f} of the samples changed mode (> 16u = {16 * u:.4f})"
+    allowed = _rate_bound(16 * u)
+    assert changed <= allowed, f"{changed:.4f} of the samples changed mode (> 16u + 4.5 SE = {allowed:.4f})"
     tv = 0.5 * (w - w_ref).abs().sum().item()
-    assert tv <= 8 * u, f"mode-weight total variation {tv:.4f} > 8u = {8 * u:.4f}"
+    allowed = _rate_bound(8 * u)
+    assert tv <= allowed, f"mode-weight total variation {tv:.4f} > 8u + 4.5 SE = {allowed:.4f}"
     assert abs(spread / spread_ref - 1) <= 16 * u, f"within-mode spread {spread:.4f} vs {spread_ref:.4f} (> 16u relative)"
 
 

@@ -21,7 +21,6 @@ from scoresde import (
     GaussianMixture,
     NCSNLoss,
     ScoreModel,
-    SubVPSDE,
     ddpm_loss,
     dsm_loss,
     eps_loss,
@@ -30,7 +29,9 @@ from scoresde import (
     x0_loss,
 )
 
-SDES = {"vp": VPSDE, "subvp": SubVPSDE, "ve": lambda: VESDE(sigma_min=0.01, sigma_max=5.0)}
+from ..sde_zoo import sdes  # noqa: E402
+
+SDES = sdes("training")
 MEAN = torch.tensor([1.0, -0.5], dtype=torch.float64)
 STD = torch.tensor([0.5, 1.5], dtype=torch.float64)
 
@@ -258,8 +259,14 @@ def _density_cdf(sde, t_eps):
         t = torch.tensor([u], dtype=torch.float64)
         return (sde.diffusion(t) ** 2 / sde.marginal(t)[1] ** 2).item()
 
+    # a geometric grid, refined where a piece holds more than 1/500 of the mass, so that the CDF is
+    # resolved wherever the density varies (VP's t -> 0, rectified flow's t -> 1 where g^2/sigma^2 ~ 1/(1 - t))
     grid = np.geomspace(t_eps, sde.T, 400)
-    pieces = [integrate.quad(dens, a, b, epsabs=0, epsrel=1e-10)[0] for a, b in zip(grid[:-1], grid[1:])]
+    pieces = np.array([integrate.quad(dens, a, b, epsabs=0, epsrel=1e-10)[0] for a, b in zip(grid[:-1], grid[1:])])
+    while (pieces > pieces.sum() / 500).any():
+        wide = np.flatnonzero(pieces > pieces.sum() / 500)
+        grid = np.sort(np.concatenate([grid, np.sqrt(grid[wide] * grid[wide + 1])]))
+        pieces = np.array([integrate.quad(dens, a, b, epsabs=0, epsrel=1e-10)[0] for a, b in zip(grid[:-1], grid[1:])])
     cum = np.concatenate([[0.0], np.cumsum(pieces)])
     Z = cum[-1]
     return dens, grid, cum / Z, Z

@@ -15,7 +15,6 @@ from scoresde import (
     VESDE,
     VPSDE,
     ScoreModel,
-    SubVPSDE,
     ism_loss,
     noisy_score_matching_loss,
     ssm_loss,
@@ -168,7 +167,9 @@ def test_ssm_training_recovers_a_gaussian_score():
     assert torch.linalg.norm(m_avg - mu) < 0.02
 
 
-SDES = {"vp": VPSDE, "subvp": SubVPSDE, "ve": lambda: VESDE(sigma_min=0.01, sigma_max=5.0)}
+from ..sde_zoo import sdes  # noqa: E402
+
+SDES = sdes("training")
 
 
 @pytest.mark.parametrize("name", SDES)
