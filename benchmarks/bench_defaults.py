@@ -340,10 +340,10 @@ def t_at_noise(sde, sigma_hat_end: float) -> float:
 def candidates() -> dict:
     """The recipes the default was chosen among (`--candidates`)."""
     from scoresde import DPMSolverPP, UniPC
-    from scoresde.grids import KarrasGrid, UniformLogSNR, UniformTime
+    from scoresde.time_grids import KarrasGrid, UniformLogSNR, UniformTime
 
     def sigma_end(s):
-        return lambda sde, nfe: max(t_at_noise(sde, s), scoresde.grids.default_t_end(sde))
+        return lambda sde, nfe: max(t_at_noise(sde, s), scoresde.time_grids.default_t_end(sde))
 
     return {
         "2M log-SNR, t 1e-3, Tweedie": candidate(DPMSolverPP(), UniformLogSNR(), None, "tweedie"),

@@ -44,14 +44,14 @@ from scoresde import (
     ReverseDiffusion,
     UniPC,
 )
-from scoresde.samplers import PNDM
 from scoresde.samplers import (
     DEIS,
     IPNDM,
     DPMSolverAdaptive,
     DPMSolverPPSDE,
     DPMSolverSinglestep,
-    ProbabilityFlow,
+    PNDM,
+    ProbabilityFlowSampler,
     ReverseSDESampler,
     SASolver,
 )
@@ -76,8 +76,8 @@ def samplers(quick: bool):
         ("Ancestral", Ancestral(), 1000),
         ("PC (noise norms)", PredictorCorrector(corrector=LangevinCorrector(norms="noise")), 500),
         ("Euler-Maruyama", ReverseSDESampler(), 1000),
-        ("ProbabilityFlow Heun", ProbabilityFlow(), 20),
-        ("ProbabilityFlow Dopri5", ProbabilityFlow(solvers.Dopri5(1e-4, 1e-4)), None),
+        ("ProbabilityFlowSampler Heun", ProbabilityFlowSampler(), 20),
+        ("ProbabilityFlowSampler Dopri5", ProbabilityFlowSampler(solvers.Dopri5(1e-4, 1e-4)), None),
         ("AnnealedLangevin", AnnealedLangevin(n_steps_each=5), 100),
         ("DPM singlestep 3S", DPMSolverSinglestep(order=3), 20),
         ("DEIS-3", DEIS(), 20),

@@ -88,7 +88,6 @@ import scoresde
 import solvers
 from scoresde import (
     DDIM,
-    LMS,
     VPSDE,
     Ancestral,
     DPMSolverPP,
@@ -98,10 +97,9 @@ from scoresde import (
     PredictorCorrector,
     UniPC,
 )
-from scoresde.samplers import DEIS, IPNDM, PNDM, DPMSolverPPSDE, DPMSolverSinglestep, SASolver
-from scoresde.grids import KarrasGrid, UniformLogSNR, UniformTime
+from scoresde.time_grids import KarrasGrid, UniformLogSNR, UniformTime
 from scoresde.likelihood import Hutchinson
-from scoresde.samplers import ProbabilityFlow, ReverseSDESampler
+from scoresde.samplers import ProbabilityFlowSampler, ReverseSDESampler
 
 T_END = 1e-3
 N_TRAIN = 1000  # the peers' discrete chain
@@ -290,25 +288,8 @@ def ours(p: Problem, nfe: int, dtype: torch.dtype = torch.float32) -> list[Entry
         entry("PC, noise norms (uniform t)", PredictorCorrector(corrector=LangevinCorrector(norms="noise")),
               heun_steps, UniformTime(), False),
         entry("EDM Heun + churn 40 (Karras)", EDMHeun(churn=40.0), heun_steps, KarrasGrid(), False),
-        # the field's other samplers (issue-17 set), each on its own default grid, within the same budget
-        entry("LMS-4 (log-SNR)", LMS(), within(LMS(), nfe - 1), UniformLogSNR(), True),
-        entry("DEIS-3 (log-SNR)", DEIS(), within(DEIS(), nfe - 1), UniformLogSNR(), True),
-        entry("iPNDM (log-SNR)", IPNDM(), within(IPNDM(), nfe - 1), UniformLogSNR(), True),
-        entry("PNDM (uniform t)", PNDM(), within(PNDM(), nfe - 1), UniformTime(), True),
-        entry("DPM-Solver 3S (log-SNR)", DPMSolverSinglestep(order=3), within(DPMSolverSinglestep(order=3), nfe - 1),
-              UniformLogSNR(), True),
-        entry("SA-Solver (log-SNR)", SASolver(), within(SASolver(), nfe - 1), UniformLogSNR(), False),
-        entry("DPM-Solver++ SDE (Karras)", DPMSolverPPSDE(), within(DPMSolverPPSDE(), nfe - 1), KarrasGrid(), False),
     ]
     return [e for e in entries if e is not None]
-
-
-def within(sampler, budget: int) -> int:
-    """The most steps whose score evaluations fit in `budget` (0 when even one step does not)."""
-    steps = 0
-    while sampler.evaluations(steps + 1) <= budget:
-        steps += 1
-    return steps
 
 
 def peers(p: Problem, nfe: int, dtype: torch.dtype = torch.float32) -> list[Entry]:
@@ -376,7 +357,7 @@ def reference(p: Problem, x_T: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     """The probability-flow ODE from x_T to t = 1e-3 by Dormand-Prince at 1e-8 (float64), then
     Tweedie's final step, and, from the same solve, the flow's final step (x / alpha + Tweedie) / 2."""
     seen = []
-    tweedie = scoresde.sample(p.sde, p.exact.score, sampler=ProbabilityFlow(solvers.Dopri5(1e-8, 1e-8)),
+    tweedie = scoresde.sample(p.sde, p.exact.score, sampler=ProbabilityFlowSampler(solvers.Dopri5(1e-8, 1e-8)),
                               x_init=x_T.double(), t_end=T_END, denoise=True, callback=seen.append)
     alpha, _ = p.sde.marginal(seen[-1].t_next)
     return tweedie, 0.5 * (seen[-1].x / alpha + tweedie)

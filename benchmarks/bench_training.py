@@ -46,8 +46,8 @@ import train_digits  # noqa: E402
 import scoresde  # noqa: E402
 import solvers  # noqa: E402
 from scoresde import DPMSolverPP, ReverseDiffusion, UniPC  # noqa: E402
-from scoresde.grids import UniformLogSNR  # noqa: E402
-from scoresde.samplers import ProbabilityFlow, fit_grid  # noqa: E402
+from scoresde.time_grids import UniformLogSNR  # noqa: E402
+from scoresde.samplers import ProbabilityFlowSampler, fit_grid  # noqa: E402
 
 #: the few-step rows: UniPC-3 with 9 steps and the final denoising (10 evaluations), on the
 #: log-SNR grid and on a grid fitted to the trained model with `fit_grid` on other prior draws
@@ -70,7 +70,7 @@ def bench_2d(data_name: str, steps: int, n: int, device, seed: int, pairs: int) 
         x_T = (torch.randn(n, 2, generator=gen) * sde.prior_std).to(device)
         pilot = (torch.randn(PILOT, 2, generator=gen) * sde.prior_std).to(device)
         evals = []
-        flow = scoresde.sample(sde, model, sampler=ProbabilityFlow(solvers.Dopri5(1e-6, 1e-6)), x_init=x_T,
+        flow = scoresde.sample(sde, model, sampler=ProbabilityFlowSampler(solvers.Dopri5(1e-6, 1e-6)), x_init=x_T,
                                denoise=True, callback=lambda info: evals.append(info.nfe))
         flow_nfe = evals[-1] + 1
         t1 = time.perf_counter()

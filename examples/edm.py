@@ -32,7 +32,7 @@ import torch  # noqa: E402
 import _common as C  # noqa: E402
 from scoresde import EDM, DPMSolverPP, DSMLoss, EDMHeun  # noqa: E402
 from scoresde.samplers import ReverseSDESampler  # noqa: E402
-from scoresde.grids import KarrasGrid  # noqa: E402
+from scoresde.time_grids import KarrasGrid  # noqa: E402
 
 def log_uniform_eps_weight(t: torch.Tensor) -> torch.Tensor:
     r"""lambda(t) = t: with log-SNR importance sampling (sigma log-uniform, importance weight

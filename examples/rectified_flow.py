@@ -11,7 +11,7 @@ $v = \\alpha_t\\varepsilon - \\sigma_t x_0$ (`prediction="v"`), which for this p
 $(1-2t)\\,x_t + ((1-t)^2 + t^2)\\,u$, and `DSMLoss(weighting=flow_matching_weight)` with
 $\\lambda(t) = \\sigma_t^2/\\alpha_t^2 = t^2/(1-t)^2$ in score space is exactly the
 flow-matching loss (score error $\\times\\,t^2/(1-t)^2 = $ velocity error). Sampling: Liu
-et al.'s Euler steps on the flow (`ProbabilityFlow(solvers.Euler())`, uniform in $t$),
+et al.'s Euler steps on the flow (`ProbabilityFlowSampler(solvers.Euler())`, uniform in $t$),
 Heun, DPM-Solver++(2M) and the reverse SDE. Run (a few minutes on a laptop CPU):
 
     python examples/rectified_flow.py --out out/rectified_flow
@@ -34,8 +34,8 @@ import torch  # noqa: E402
 
 import _common as C  # noqa: E402
 from scoresde import DPMSolverPP, DSMLoss, RectifiedFlow  # noqa: E402
-from scoresde.samplers import ProbabilityFlow, ReverseSDESampler  # noqa: E402
-from scoresde.grids import UniformLogSNR  # noqa: E402
+from scoresde.samplers import ProbabilityFlowSampler, ReverseSDESampler  # noqa: E402
+from scoresde.time_grids import UniformLogSNR  # noqa: E402
 
 
 def flow_matching_weight(t: torch.Tensor) -> torch.Tensor:
@@ -48,8 +48,8 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     sde = RectifiedFlow()
     samplers = {
-        "Euler on the flow (Liu et al.), 50 steps": (ProbabilityFlow(solvers.Euler()), 50, {}),
-        "Heun on the flow, 25 steps": (ProbabilityFlow(solvers.Heun()), 25, {}),
+        "Euler on the flow (Liu et al.), 50 steps": (ProbabilityFlowSampler(solvers.Euler()), 50, {}),
+        "Heun on the flow, 25 steps": (ProbabilityFlowSampler(solvers.Heun()), 25, {}),
         "DPM-Solver++(2M), 20 steps": (DPMSolverPP(order=2), 20, {}),
         # f = -1/(1-t) is stiff near T: the reverse SDE steps evenly in log-SNR, short there
         "reverse SDE, 500 steps (log-SNR grid)": (ReverseSDESampler(), 500, {"grid": UniformLogSNR()}),

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C  # noqa: E402
 from scoresde import DPMSolverPP, DSMLoss, LangevinCorrector, PredictorCorrector, SubVPSDE  # noqa: E402
-from scoresde.samplers import ProbabilityFlow, ReverseSDESampler  # noqa: E402
+from scoresde.samplers import ProbabilityFlowSampler, ReverseSDESampler  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -34,7 +34,7 @@ def main(argv=None) -> dict:
     samplers = {
         "reverse SDE (Euler-Maruyama), 500 steps": (ReverseSDESampler(), 500, {}),
         "predictor-corrector, 250 steps": (PredictorCorrector(corrector=LangevinCorrector(norms="noise")), 250, {}),
-        "probability flow (Heun), 50 steps": (ProbabilityFlow(), 50, {}),
+        "probability flow (Heun), 50 steps": (ProbabilityFlowSampler(), 50, {}),
         "DPM-Solver++(3M), 20 steps": (DPMSolverPP(order=3), 20, {}),
     }
     return C.run_digits(args, sde, "sub-VP SDE", DSMLoss(), "eps", samplers)

@@ -14,7 +14,7 @@ x = scoresde.sample(sde, score, (1000, 2), DPMSolverPP(order=3), steps=10, gener
 ```
 
 Everything else lives in its subpackage or module and is documented there:
-`scoresde.samplers` (every sampler and the sampling loop), `scoresde.grids` (time grids),
+`scoresde.samplers` (every sampler and the sampling loop), `scoresde.time_grids` (time grids),
 `scoresde.guidance`, `scoresde.training`, `scoresde.losses`, `scoresde.likelihood`,
 `scoresde.parameterization` (eps/score/x0/v conversions), `scoresde.vp_schedules`,
 `scoresde.analytic`, `scoresde.sde` (the reverse SDE and probability-flow problems),
@@ -29,7 +29,6 @@ from . import (  # noqa: F401
     analytic,
     chains,
     flow,
-    grids,
     guidance,
     inpainting,
     likelihood,
@@ -44,6 +43,7 @@ from . import (  # noqa: F401
     samplers,
     score_matching,
     sde,
+    time_grids,
     training,
     vp_schedules,
 )

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ._checks import append_dims, as_time, check_batched, check_int, check_positive_finite, describe
-from .sde import SDE
+from .sde import check_sde
 
 __all__ = ["GaussianMixture", "DiffusedMixture"]
 
@@ -405,16 +405,15 @@ class DiffusedMixture:
     def __init__(self, mixture: GaussianMixture, sde):
         if not isinstance(mixture, GaussianMixture):
             raise TypeError(f"mixture: expected a GaussianMixture, got {type(mixture).__name__}")
-        if not isinstance(sde, SDE):
-            raise TypeError(f"sde: expected a scoresde.SDE, got {type(sde).__name__}")
+        check_sde("sde", sde)
         self.mixture, self.sde = mixture, sde
 
     def __repr__(self) -> str:
         return f"DiffusedMixture({self.mixture!r}, {self.sde!r})"
 
     def _coefs(self, x: Tensor, t) -> tuple[Tensor, Tensor]:
-        t = as_time(t, like=x, T=self.sde.T)
-        return self.sde._marginal(t)
+        t = as_time(t, like=x)  # a score called every step: times are checked at the entry points
+        return self.sde.marginal(t)
 
     def score(self, x: Tensor, t: float | Tensor) -> Tensor:
         r"""$\nabla_x\log p_t(x)$."""

@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ._checks import append_dims, as_time, check_batched, check_int, check_positive_finite, validation_enabled
+from ._checks import values_on_host, append_dims, as_time, check_batched, check_int, check_positive_finite
 from .sde import SDE, VESDE, VPSDE, _VPFamily
 from .vp_schedules import InterpolatedSchedule, LinearSchedule
 
@@ -59,7 +59,7 @@ def _gather(table: Tensor, index: Tensor | int, like: Tensor | None, dtype: torc
     if index.is_floating_point() or index.is_complex():
         raise TypeError(f"index: expected an integer tensor, got dtype {index.dtype}")
     n = table.numel()
-    if validation_enabled() and bool(((index < 0) | (index >= n)).any()):
+    if values_on_host(index) and bool(((index < 0) | (index >= n)).any()):
         raise ValueError(f"index: expected integers in [0, {n - 1}], got {index.tolist()}")
     device = like.device if like is not None else index.device
     if like is not None:
@@ -210,7 +210,7 @@ class DDPMSchedule:
         Networks trained on integer steps usually take `index_of_t(t).round().long()`;
         networks that accept fractional inputs (as DPM-Solver's discrete models) take it as is.
         """
-        t = as_time(t, T=self.T)
+        t = as_time(t)  # a network's time input, called every step: times are checked at the entry points
         return t * (self.N / self.T) - 1.0
 
     # ------------------------------------------------------------------ the chain
@@ -366,7 +366,7 @@ class NCSNSchedule:
 
     def index_of_t(self, t: float | Tensor) -> Tensor:
         """The (fractional) level $i = t(L-1)/T$ of time `t`, the inverse of `t_of_index`."""
-        t = as_time(t, T=self.T)
+        t = as_time(t)  # a network's time input, called every step: times are checked at the entry points
         return t * ((self.L - 1) / self.T)
 
     def perturb(self, x0: Tensor, index: Tensor | int, noise: Tensor | None = None, *, generator=None) -> Tensor:

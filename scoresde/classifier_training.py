@@ -17,14 +17,9 @@ from torch import Tensor, nn
 from solvers._utils import as_real
 
 from ._checks import as_time, check_batched, check_int
-from .sde import SDE
+from .sde import SDE, check_sde
 
 __all__ = ["noisy_classifier_loss", "train_noisy_classifier"]
-
-
-def _check_sde(sde) -> None:
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde: expected a scoresde.SDE (VPSDE, SubVPSDE, VESDE, ...), got {type(sde).__name__}")
 
 
 def check_labels(y, B: int, device) -> Tensor:
@@ -81,7 +76,7 @@ def noisy_classifier_loss(
     """
     if not callable(classifier):
         raise TypeError(f"classifier: expected a callable classifier(x, t), got {type(classifier).__name__}")
-    _check_sde(sde)
+    check_sde("sde", sde)
     x0 = check_batched("x0", x0)
     B = x0.shape[0]
     if not isinstance(y, Tensor):
@@ -137,7 +132,7 @@ def train_noisy_classifier(
     """
     if not isinstance(classifier, nn.Module):
         raise TypeError(f"classifier: expected a torch.nn.Module, got {type(classifier).__name__}")
-    _check_sde(sde)
+    check_sde("sde", sde)
     if steps is not None:
         steps = check_int("steps", steps)
     if callable(data) and not isinstance(data, Iterable):

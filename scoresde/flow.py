@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from .sde import check_sde
 from ._checks import append_dims, check_batched, check_float_tensor
 
 if TYPE_CHECKING:
@@ -63,18 +64,15 @@ def marginal_derivatives(sde: "SDE", t: Tensor) -> tuple[Tensor, Tensor]:
     Returns:
         `(d_alpha, d_sigma)`, shaped like `t`.
     """
-    from .sde import SDE
-
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde: expected a scoresde.SDE, got {type(sde).__name__}")
+    check_sde("sde", sde)
     if not isinstance(t, Tensor) or not torch.is_floating_point(t):
         raise TypeError(f"t: expected a floating tensor, got {type(t).__name__ if not isinstance(t, Tensor) else t.dtype}")
     own = getattr(sde, "_marginal_derivatives", None)
     if callable(own):
         return own(t)
-    alpha, sigma = sde._marginal(t)
-    f = sde._drift_coef(t)
-    g2 = sde._diffusion(t) ** 2
+    alpha, sigma = sde.marginal(t)
+    f = sde.drift_coef(t)
+    g2 = sde.diffusion(t) ** 2
     return f * alpha, f * sigma + 0.5 * g2 / sigma
 
 

@@ -17,7 +17,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ._checks import check_batched, check_int, check_positive_finite
+from .sde import check_sde
+from ._checks import as_time, check_batched, check_int, check_positive_finite
 from .samplers.base import Sampler
 from .samplers.imputation import Imputation, check_mask, replace_known_part
 from .samplers.reverse import Ancestral, LangevinCorrector, PredictorCorrector
@@ -58,19 +59,16 @@ def replace_known(
     Returns:
         `x` with its known coordinates replaced.
     """
-    from .sde import SDE
-
     x = check_batched("x", x)
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde: expected a scoresde.SDE, got {type(sde).__name__}")
+    check_sde("sde", sde)
     x_known = check_batched("x_known", x_known)
     if x_known.shape != x.shape:
         raise ValueError(f"x_known: expected the shape of x, {tuple(x.shape)}, got {tuple(x_known.shape)}")
     mask = check_mask(mask, x_known)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
-    t = sde._time(t, like=x)
-    alpha, sigma = sde._marginal(t)
+    t = as_time(t, like=x, T=sde.T)
+    alpha, sigma = sde.marginal(t)
     z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return replace_known_part(x, alpha, sigma, x_known, mask, z)
 

@@ -31,8 +31,9 @@ import solvers
 import torch
 from torch import Tensor
 
-from ._checks import append_dims, check_batched, check_int
-from .grids import default_t_end
+from .sde import check_sde
+from ._checks import append_dims, check_batched, check_int, check_output
+from .time_grids import default_t_end
 from .samplers.run import check_steps
 
 __all__ = ["log_likelihood", "LikelihoodResult", "Hutchinson", "bits_per_dim", "dequantize"]
@@ -217,14 +218,11 @@ class _AugmentedFlow:
 
     def vector_field(self, state: Tensor, t: Tensor) -> Tensor:
         x = state[:, : self.dim].reshape(self.shape)
-        f = self.sde._drift_coef(t)
-        g2 = self.sde._diffusion(t) ** 2
+        f = self.sde.drift_coef(t)
+        g2 = self.sde.diffusion(t) ** 2
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
-            s = self.score(x, t)
-            if not isinstance(s, Tensor) or s.shape != x.shape:
-                got = f"shape {tuple(s.shape)}" if isinstance(s, Tensor) else type(s).__name__
-                raise ValueError(f"score: expected an output shaped like x, {tuple(x.shape)}, got {got}")
+            s = check_output("score", self.score(x, t), x)
             if not s.requires_grad:
                 raise ValueError(
                     "score: its output does not depend on x through autograd; the likelihood needs the"
@@ -260,7 +258,7 @@ def _check_data(sde, x: Tensor) -> None:
     if not bool(finite.all()):
         bad = int((~finite).flatten(1).any(1).sum())
         raise ValueError(f"x: {bad} of {x.shape[0]} samples contain NaN or inf; expected finite data")
-    alpha_T, sigma_T = (v.item() for v in sde._marginal(torch.tensor(float(sde.T), dtype=torch.float64)))
+    alpha_T, sigma_T = (v.item() for v in sde.marginal(torch.tensor(float(sde.T), dtype=torch.float64)))
     limit = sigma_T / alpha_T if alpha_T > 0 else math.inf
     size = x.detach().abs().amax().item()
     if size > limit:
@@ -343,10 +341,7 @@ def log_likelihood(
     Equations*, ICLR 2021, appendix D.2; Chen et al., *Neural Ordinary Differential
     Equations*, NeurIPS 2018; Grathwohl et al., *FFJORD*, ICLR 2019.
     """
-    from .sde import SDE
-
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde: expected a scoresde.SDE (VPSDE, SubVPSDE, VESDE, ...), got {type(sde).__name__}")
+    check_sde("sde", sde)
     if not callable(score):
         raise TypeError(f"score: expected a callable score(x, t), got {type(score).__name__}")
     x = check_batched("x", x)

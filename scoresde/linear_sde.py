@@ -225,44 +225,44 @@ class LinearSDE(SDE):
         # g^2 = d sigma^2/dt - 2 f sigma^2 = 2 sigma (sigma' - f sigma), f = alpha' / alpha
         return 2.0 * s * (ds - da / a * s)
 
-    def _drift_coef(self, t: Tensor) -> Tensor:
+    def drift_coef(self, t: Tensor) -> Tensor:
         a, da, _, _ = self._coefficients(t)
         return da / a  # f = d log alpha / dt
 
-    def _diffusion(self, t: Tensor) -> Tensor:
+    def diffusion(self, t: Tensor) -> Tensor:
         return torch.sqrt(torch.clamp(self._g2(t), min=0.0))  # rounding can give -1e-17
 
-    def _marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
+    def marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
         return self.alpha_fn(t), self.sigma_fn(t)
 
-    def _log_snr(self, t: Tensor) -> Tensor:
+    def log_snr(self, t: Tensor) -> Tensor:
         if self.log_snr_fn is not None:
             return self.log_snr_fn(t)
-        a, s = self._marginal(t)
+        a, s = self.marginal(t)
         return 2.0 * torch.log(a) - 2.0 * torch.log(s)
 
-    def _t_from_log_snr(self, lam: Tensor) -> Tensor:
+    def t_from_log_snr(self, log_snr: Tensor) -> Tensor:
         if self.inverse_log_snr_fn is not None:
-            return self.inverse_log_snr_fn(lam)
-        return self._bisect_log_snr(lam)
+            return self.inverse_log_snr_fn(log_snr)
+        return self._bisect_log_snr(log_snr)
 
-    def _bisect_log_snr(self, lam: Tensor) -> Tensor:
-        """The t in [0, T] with log-SNR `lam`, by bisection on the decreasing log-SNR (vectorised, float64)."""
-        work = torch.float32 if lam.device.type == "mps" else torch.float64  # MPS has no float64
-        target = lam.to(work)
+    def _bisect_log_snr(self, log_snr: Tensor) -> Tensor:
+        """The t in [0, T] with log-SNR `log_snr`, by bisection on the decreasing log-SNR (vectorised, float64)."""
+        work = torch.float32 if log_snr.device.type == "mps" else torch.float64  # MPS has no float64
+        target = log_snr.to(work)
         lo = torch.zeros_like(target)
         hi = torch.full_like(target, self.T)
         for _ in range(BISECTION_STEPS):
             mid = 0.5 * (lo + hi)
-            right = self._log_snr(mid) > target  # lambda decreases: the root lies right of mid
+            right = self.log_snr(mid) > target  # lambda decreases: the root lies right of mid
             lo = torch.where(right, mid, lo)
             hi = torch.where(right, hi, mid)
         t = 0.5 * (lo + hi)
-        ends = self._log_snr(torch.tensor([0.0, self.T], dtype=work, device=lam.device))
+        ends = self.log_snr(torch.tensor([0.0, self.T], dtype=work, device=log_snr.device))
         t = torch.where(target >= ends[0], torch.zeros_like(t), t)  # at or above lambda_0: t = 0
         t = torch.where(target <= ends[1], torch.full_like(t, self.T), t)  # at or below lambda_T: t = T
         t = torch.where(torch.isnan(target), target, t)
-        return t.to(lam.dtype)
+        return t.to(log_snr.dtype)
 
 
 # Module-level closed forms (not lambdas), so that the named processes pickle.
@@ -341,10 +341,10 @@ class RectifiedFlow(LinearSDE):
     def params(self) -> dict:
         return {"T": self.T}
 
-    def _drift_coef(self, t: Tensor) -> Tensor:
+    def drift_coef(self, t: Tensor) -> Tensor:
         return -1.0 / (1.0 - t)
 
-    def _diffusion(self, t: Tensor) -> Tensor:
+    def diffusion(self, t: Tensor) -> Tensor:
         return torch.sqrt(2.0 * t / (1.0 - t))
 
 
@@ -388,8 +388,8 @@ class EDM(LinearSDE):
     def params(self) -> dict:
         return {"sigma_max": self.sigma_max, "sigma_min": self.sigma_min}
 
-    def _drift_coef(self, t: Tensor) -> Tensor:
+    def drift_coef(self, t: Tensor) -> Tensor:
         return torch.zeros_like(t)
 
-    def _diffusion(self, t: Tensor) -> Tensor:
+    def diffusion(self, t: Tensor) -> Tensor:
         return torch.sqrt(2.0 * t)

@@ -56,7 +56,8 @@ from typing import Callable, Mapping
 import torch
 from torch import Tensor
 
-from ._checks import append_dims, as_time, check_batched, check_float_tensor, validation, validation_enabled
+from .sde import check_sde
+from ._checks import append_dims, as_time, check_batched, check_finite_number, check_float_tensor, check_output
 from .parameterization import ScoreModel
 
 __all__ = [
@@ -126,10 +127,7 @@ def _same_sde(a, b) -> bool:
 
 def _resolve_sde(model, sde):
     """The SDE of the loss: the model's for a ScoreModel (checked against `sde`), else `sde`."""
-    from .sde import SDE
-
-    if sde is not None and not isinstance(sde, SDE):
-        raise TypeError(f"sde: expected a scoresde.SDE or None, got {type(sde).__name__}")
+    check_sde("sde", sde, optional=True)
     if isinstance(model, ScoreModel):
         if sde is not None and not _same_sde(sde, model.sde):
             raise ValueError(f"sde: the loss was given {sde!r} but the model was built with {model.sde!r}")
@@ -165,27 +163,24 @@ def _weighted_error(
     alpha: Tensor,
     sigma: Tensor,
     noise: Tensor,
-    lam: Tensor,
+    weight: Tensor,
     cond: dict,
     reduce_dims: str,
 ) -> Tensor:
     r"""Per-sample $\lambda\,\|s_\theta(x_t, t) - s\|^2$, computed in the model's native space.
 
-    `alpha`, `sigma`, `lam` are `(B,)`; the model is evaluated at $x_t = \alpha x_0 + \sigma\varepsilon$.
+    `alpha`, `sigma`, `weight` (the loss weighting $\lambda$) are `(B,)`; the model is evaluated at $x_t = \alpha x_0 + \sigma\varepsilon$.
     """
     nd = x0.ndim
     a, s = append_dims(alpha, nd), append_dims(sigma, nd)
     x_t = a * x0 + s * noise
-    with validation(False):  # the times were drawn or checked by the caller: no host sync
-        if isinstance(model, ScoreModel):
-            space = model.prediction
-            pred = model.predict(x_t, t, space, **cond)
-        else:
-            space = "score"
-            pred = model(x_t, t, **cond)
-            if not isinstance(pred, Tensor) or pred.shape != x_t.shape:
-                got = tuple(pred.shape) if isinstance(pred, Tensor) else type(pred).__name__
-                raise ValueError(f"model: expected an output shaped like x, {tuple(x_t.shape)}, got {got}")
+    if isinstance(model, ScoreModel):
+        space = model.prediction
+        pred = model.predict(x_t, t, space, **cond)
+    else:
+        space = "score"
+        pred = model(x_t, t, **cond)
+        check_output("model", pred, x_t)
     # The exact regression target in the model's space (the module table).
     if space == "flow":
         from .flow import marginal_derivatives
@@ -194,8 +189,8 @@ def _weighted_error(
         target = append_dims(d_alpha, nd) * x0 + append_dims(d_sigma, nd) * noise
         err = (pred.to(x0.dtype) - target).square().flatten(1)
         err = err.mean(1) if reduce_dims == "mean" else err.sum(1)
-        half_g2 = 0.5 * model.sde._diffusion(t) ** 2  # u_hat - u = -(g^2 / 2)(s_hat - s)
-        return lam / (half_g2 * half_g2) * err
+        half_g2 = 0.5 * model.sde.diffusion(t) ** 2  # u_hat - u = -(g^2 / 2)(s_hat - s)
+        return weight / (half_g2 * half_g2) * err
     if space == "eps":
         target = noise
     elif space == "score":
@@ -206,7 +201,7 @@ def _weighted_error(
         target = a * noise - s * x0
     err = (pred.to(x0.dtype) - target).square().flatten(1)
     err = err.mean(1) if reduce_dims == "mean" else err.sum(1)
-    return lam / _space_weight(space, alpha, sigma) * err
+    return weight / _space_weight(space, alpha, sigma) * err
 
 
 # ---------------------------------------------------------------------- continuous
@@ -265,18 +260,13 @@ class DSMLoss:
         reduce_dims: str = "mean",
         time_sampler=None,
     ):
-        from .sde import SDE
-
-        if sde is not None and not isinstance(sde, SDE):
-            raise TypeError(f"sde: expected a scoresde.SDE or None, got {type(sde).__name__}")
+        check_sde("sde", sde, optional=True)
         if not callable(weighting) and weighting not in WEIGHTINGS:
             raise ValueError(f"weighting: expected one of {WEIGHTINGS} or a callable weighting(t), got {weighting!r}")
         if not isinstance(importance_sampling, bool):
             raise TypeError(f"importance_sampling: expected a bool, got {importance_sampling!r}")
         if t_eps is not None:
-            if isinstance(t_eps, bool) or not isinstance(t_eps, (int, float)) or not (0.0 <= t_eps) or not math.isfinite(t_eps):
-                raise ValueError(f"t_eps: expected a finite number >= 0 (or None), got {t_eps!r}")
-            t_eps = float(t_eps)
+            t_eps = check_finite_number("t_eps", t_eps, ge=0.0)
             if sde is not None and t_eps >= sde.T:
                 raise ValueError(f"t_eps: expected a value below T = {sde.T}, got {t_eps!r}")
         _check_reduction(reduction, reduce_dims)
@@ -311,7 +301,7 @@ class DSMLoss:
             raise ValueError(f"t_eps: expected a value below T = {sde.T}, got {t_eps!r}")
         return t_eps
 
-    def lam(self, sde, t: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+    def weight(self, sde, t: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
         r"""The weighting $\lambda(t)$ at times `t` `(B,)`."""
         w = self.weighting
         if callable(w):
@@ -321,7 +311,7 @@ class DSMLoss:
             if out.shape not in ((), t.shape):
                 raise ValueError(f"weighting: expected a scalar or shape {tuple(t.shape)}, got {tuple(out.shape)}")
             ok = (out >= 0) & torch.isfinite(out)
-            if validation_enabled() and not bool(ok.all()):
+            if not bool(ok.all()):
                 bad = out.reshape(-1)[~ok.reshape(-1)][0].item()
                 raise ValueError(
                     f"weighting: expected finite values lambda(t) >= 0 (a negative weight rewards error), got {bad!r}"
@@ -331,11 +321,11 @@ class DSMLoss:
         if w in ("sigma2", "eps"):
             return sigma * sigma
         if w == "likelihood":
-            return sde._diffusion(t) ** 2
+            return sde.diffusion(t) ** 2
         if w == "uniform":
             return torch.ones_like(t)
         if w == "flow":
-            half_g2 = 0.5 * sde._diffusion(t) ** 2
+            half_g2 = 0.5 * sde.diffusion(t) ** 2
             return half_g2 * half_g2
         return _space_weight(w, alpha, sigma)  # "x0" or "v"
 
@@ -364,12 +354,12 @@ class DSMLoss:
         u = torch.rand(n, generator=generator, device=device, dtype=dtype)
         if not self.importance_sampling:
             return t_eps + (T - t_eps) * u, torch.ones_like(u)
-        ends = sde._log_snr(torch.tensor([t_eps, T], dtype=torch.float64))  # on the host: no device sync
+        ends = sde.log_snr(torch.tensor([t_eps, T], dtype=torch.float64))  # on the host: no device sync
         lam_hi, lam_lo = ends[0].item(), ends[1].item()
         lam_t = lam_hi - u.double() * (lam_hi - lam_lo)  # uniform in log-SNR (float64: VP's lam(t_eps) ~ 14)
-        t = sde._t_from_log_snr(lam_t).clamp(t_eps, T)
-        alpha, sigma = sde._marginal(t)
-        g2 = sde._diffusion(t) ** 2
+        t = sde.t_from_log_snr(lam_t).clamp(t_eps, T)
+        alpha, sigma = sde.marginal(t)
+        g2 = sde.diffusion(t) ** 2
         # 1 / (p(t) (T - t_eps)) with p(t) = (g^2 / sigma^2) / (lam_hi - lam_lo).
         iw = (lam_hi - lam_lo) * sigma * sigma / (g2 * (T - t_eps))
         return t.to(dtype), iw.to(dtype)
@@ -395,16 +385,16 @@ class DSMLoss:
             t = t.expand(B) if t.ndim == 0 or t.shape[0] != B else t
             iw = None
         noise = _noise_for(x0, noise, generator)
-        alpha, sigma = sde._marginal(t)
-        if iw is None and validation_enabled() and bool((sigma <= 0).any()):
+        alpha, sigma = sde.marginal(t)
+        if iw is None and bool((sigma <= 0).any()):
             raise ValueError(
                 f"t: expected times with sigma_t > 0 (the target -eps/sigma_t is infinite at sigma_t = 0),"
                 f" got t = {t[sigma <= 0][0].item()!r}; use t >= t_eps"
             )
-        lam = self.lam(sde, t, alpha, sigma)
+        weight = self.weight(sde, t, alpha, sigma)
         if iw is not None:
-            lam = lam * iw
-        per_sample = _weighted_error(model, x0, t, alpha, sigma, noise, lam, cond, self.reduce_dims)
+            weight = weight * iw
+        per_sample = _weighted_error(model, x0, t, alpha, sigma, noise, weight, cond, self.reduce_dims)
         return _reduce(per_sample, self.reduction)
 
 
@@ -493,10 +483,10 @@ class _DiscreteLoss:
     def _levels(self) -> int:
         raise NotImplementedError
 
-    def _marginal(self, index: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+    def _level_marginal(self, index: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
-    def _time(self, index: Tensor, like: Tensor) -> Tensor:
+    def _level_time(self, index: Tensor, like: Tensor) -> Tensor:
         """The schedule's `t_of_index`, evaluated in the dtype of `like` (not the default dtype)."""
         raise NotImplementedError
 
@@ -545,10 +535,10 @@ class _DiscreteLoss:
             if bool(((index < 0) | (index >= n)).any()):
                 raise ValueError(f"index: expected integers in [0, {n - 1}], got {index.tolist()}")
         noise = _noise_for(x0, noise, generator)
-        t = self._time(index, x0)
-        alpha, sigma = self._marginal(index, x0)
-        lam = self._factor * sigma * sigma
-        per_sample = _weighted_error(model, x0, t, alpha, sigma, noise, lam, cond, self.reduce_dims)
+        t = self._level_time(index, x0)
+        alpha, sigma = self._level_marginal(index, x0)
+        weight = self._factor * sigma * sigma
+        per_sample = _weighted_error(model, x0, t, alpha, sigma, noise, weight, cond, self.reduce_dims)
         return _reduce(per_sample, self.reduction)
 
 
@@ -586,11 +576,11 @@ class NCSNLoss(_DiscreteLoss):
     def _levels(self) -> int:
         return self.schedule.L
 
-    def _marginal(self, index: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+    def _level_marginal(self, index: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
         sigma = self.schedule.sigma(index, like=like)
         return torch.ones_like(sigma), sigma
 
-    def _time(self, index: Tensor, like: Tensor) -> Tensor:
+    def _level_time(self, index: Tensor, like: Tensor) -> Tensor:
         return self.schedule.t_of_index(index).to(device=like.device, dtype=like.dtype)  # t_i = i T / (L - 1)
 
     def __repr__(self) -> str:
@@ -625,10 +615,10 @@ class DDPMLoss(_DiscreteLoss):
     def _levels(self) -> int:
         return self.schedule.N
 
-    def _marginal(self, index: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+    def _level_marginal(self, index: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
         return self.schedule.marginal(index, like=like)
 
-    def _time(self, index: Tensor, like: Tensor) -> Tensor:
+    def _level_time(self, index: Tensor, like: Tensor) -> Tensor:
         return self.schedule.t_of_index(index).to(device=like.device, dtype=like.dtype)  # t_i = (i + 1) T / N
 
     def __repr__(self) -> str:

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from ._checks import append_dims, check_int, check_positive_finite, validation_enabled
+from .sde import check_sde
+from ._checks import values_on_host, append_dims, check_int, check_positive_finite
 
 __all__ = [
     "SinusoidalEmbedding",
@@ -183,7 +184,7 @@ class TimeEmbedding(nn.Module):
             y = y.to(t.device).expand(B) if y.ndim == 0 else y.to(t.device)
             if y.shape != (B,):
                 raise ValueError(f"y: expected a label or shape ({B},), got shape {tuple(y.shape)}")
-            if validation_enabled() and bool(((y < 0) | (y > self.num_classes)).any()):
+            if values_on_host(y) and bool(((y < 0) | (y > self.num_classes)).any()):
                 raise ValueError(
                     f"y: expected labels in [0, {self.num_classes}] ({self.num_classes} is the null label), got {y.tolist()}"
                 )
@@ -457,12 +458,9 @@ class InputScaling(nn.Module):
 
     def __init__(self, net: nn.Module, sde, data_std: float = 1.0, time_input=None):
         super().__init__()
-        from .sde import SDE
-
         if not callable(net):
             raise TypeError(f"net: expected a callable net(x, t, **cond), got {type(net).__name__}")
-        if not isinstance(sde, SDE):
-            raise TypeError(f"sde: expected a scoresde.SDE, got {type(sde).__name__}")
+        check_sde("sde", sde)
         self.net = net
         self.sde = sde
         self.data_std = check_positive_finite("data_std", data_std)
@@ -470,7 +468,7 @@ class InputScaling(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor, **cond) -> Tensor:
         t = _check_time(t, x.shape[0]).to(device=x.device)
-        alpha, sigma = self.sde._marginal(t.to(x.dtype))
+        alpha, sigma = self.sde.marginal(t.to(x.dtype))
         c_in = torch.rsqrt(alpha * alpha * self.data_std**2 + sigma * sigma)
         t_in = self.time_input(t) if self.time_input is not None else t
         return self.net(append_dims(c_in, x.ndim) * x, t_in, **cond)

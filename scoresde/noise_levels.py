@@ -42,22 +42,14 @@ import math
 import torch
 from torch import Tensor
 
-from ._checks import as_time, check_int, check_positive_finite
+from ._checks import as_time, check_finite_number, check_int, check_positive_finite
+from .sde import check_sde
 
 __all__ = ["LogSNRNormal", "LogNormalSigma", "LogitNormalTime"]
 
 
-def _check_real(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name}: expected a finite real number, got {value!r}")
-    return float(value)
-
-
 def _check_sde(sde) -> None:
-    from .sde import SDE
-
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde: expected a scoresde.SDE, got {type(sde).__name__}")
+    check_sde("sde", sde)
 
 
 def _check_t_min(t_min: float, T: float) -> float:
@@ -78,7 +70,7 @@ class LogSNRNormal:
     """
 
     def __init__(self, mean: float, std: float):
-        self.mean = _check_real("mean", mean)
+        self.mean = check_finite_number("mean", mean)
         self.std = check_positive_finite("std", std)
 
     def __repr__(self) -> str:
@@ -86,7 +78,7 @@ class LogSNRNormal:
 
     def _bounds(self, sde, t_min: float) -> tuple[float, float]:
         """Standardised ends (a, b) of the log-SNR range [lambda_T, lambda_{t_min}] (host floats)."""
-        ends = sde._log_snr(torch.tensor([t_min, sde.T], dtype=torch.float64))
+        ends = sde.log_snr(torch.tensor([t_min, sde.T], dtype=torch.float64))
         lam_hi, lam_lo = ends[0].item(), ends[1].item()
         return (lam_lo - self.mean) / self.std, (lam_hi - self.mean) / self.std
 
@@ -103,7 +95,7 @@ class LogSNRNormal:
         r"""Draw `n` times in $[t_{\min}, T]$ whose log-SNR is the truncated normal.
 
         Arguments:
-            sde: the forward [`SDE`][scoresde.SDE] (any process with `_log_snr` and its inverse).
+            sde: the forward [`SDE`][scoresde.SDE] (any process with `log_snr` and its inverse).
             n: how many times.
             t_min: the smallest time ($t_\epsilon$ of the loss), in $[0, T)$.
             generator, device, dtype: the source, device and dtype of the draw.
@@ -123,7 +115,7 @@ class LogSNRNormal:
         # Inverse CDF of the truncated normal: z = Phi^-1(Phi(a) + u (Phi(b) - Phi(a))).
         z = torch.special.ndtri(pa + u * (pb - pa))
         lam = self.mean + self.std * z  # the log-SNR of each draw
-        t = sde._t_from_log_snr(lam).clamp(t_min, sde.T)  # t = lambda^-1, rounding kept in range
+        t = sde.t_from_log_snr(lam).clamp(t_min, sde.T)  # t = lambda^-1, rounding kept in range
         return t.to(dtype)
 
     def density(self, sde, t: float | Tensor, *, t_min: float = 0.0) -> Tensor:
@@ -137,9 +129,9 @@ class LogSNRNormal:
         t = as_time(t, T=sde.T)
         a, b = self._bounds(sde, t_min)
         Z = _ndtr(b) - _ndtr(a)
-        _, sigma = sde._marginal(t)
-        z = (sde._log_snr(t) - self.mean) / self.std
-        dlam = sde._diffusion(t) ** 2 / sigma**2  # -d(lambda)/dt = g^2 / sigma^2
+        _, sigma = sde.marginal(t)
+        z = (sde.log_snr(t) - self.mean) / self.std
+        dlam = sde.diffusion(t) ** 2 / sigma**2  # -d(lambda)/dt = g^2 / sigma^2
         p = torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi) * dlam / (self.std * Z)
         return torch.where(t >= t_min, p, torch.zeros_like(p))
 
@@ -160,7 +152,7 @@ class LogNormalSigma(LogSNRNormal):
     """
 
     def __init__(self, p_mean: float = -1.2, p_std: float = 1.2):
-        self.p_mean = _check_real("p_mean", p_mean)
+        self.p_mean = check_finite_number("p_mean", p_mean)
         self.p_std = check_positive_finite("p_std", p_std)
         super().__init__(-2.0 * self.p_mean, 2.0 * self.p_std)
 
@@ -186,7 +178,7 @@ class LogitNormalTime(LogSNRNormal):
     """
 
     def __init__(self, loc: float = 0.0, scale: float = 1.0):
-        self.loc = _check_real("loc", loc)
+        self.loc = check_finite_number("loc", loc)
         self.scale = check_positive_finite("scale", scale)
         super().__init__(-2.0 * self.loc, 2.0 * self.scale)
 

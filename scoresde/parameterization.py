@@ -31,7 +31,8 @@ from torch import Tensor, nn
 
 import numbers
 
-from ._checks import append_dims, as_time, check_batched, validation_enabled
+from .sde import check_sde
+from ._checks import values_on_host, append_dims, as_time, check_batched, check_output
 
 if TYPE_CHECKING:
     from .sde import SDE
@@ -74,7 +75,7 @@ def _b(c: Tensor | float, x: Tensor, name: str = "", divides: str = "") -> Tenso
                     f"{name}: expected a number, a 0-d tensor or a (B,) tensor with B = {x.shape[0] if x.ndim else 1}"
                     f" (the batch of the data), got shape {tuple(c.shape)}"
                 )
-            if divides and validation_enabled() and bool((c == 0).any()):
+            if divides and values_on_host(c) and bool((c == 0).any()):
                 raise ValueError(f"{name}: {divides} divides by {name}, which must be nonzero; got {name} = 0")
         elif isinstance(c, bool) or not isinstance(c, numbers.Real):
             raise TypeError(f"{name}: expected a real number or a tensor, got {type(c).__name__}")
@@ -208,12 +209,9 @@ class ScoreModel(nn.Module):
 
     def __init__(self, net: Callable, sde: "SDE", prediction: str = "eps", time_input: Callable | None = None):
         super().__init__()
-        from .sde import SDE
-
         if not callable(net):
             raise TypeError(f"net: expected a callable net(x, t, **cond), got {type(net).__name__}")
-        if not isinstance(sde, SDE):
-            raise TypeError(f"sde: expected a scoresde.SDE (VPSDE, SubVPSDE, VESDE, ...), got {type(sde).__name__}")
+        check_sde("sde", sde)
         if time_input is not None and not callable(time_input):
             raise TypeError(f"time_input: expected a callable or None, got {type(time_input).__name__}")
         self.net = net
@@ -225,17 +223,15 @@ class ScoreModel(nn.Module):
         """The network's prediction at `(x, t)` converted to `target` (one of `MODEL_PREDICTIONS`)."""
         _check_prediction("target", target, MODEL_PREDICTIONS)
         x = check_batched("x", x)
-        t = as_time(t, like=x, T=self.sde.T)
+        t = as_time(t, like=x)  # called every step: times are checked at the entry points
         if t.ndim == 0 or t.shape[0] != x.shape[0]:
             t = t.expand(x.shape[0])
         t_in = self.time_input(t) if self.time_input is not None else t
         out = self.net(x, t_in, **cond)
-        if not isinstance(out, Tensor) or out.shape != x.shape:
-            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(f"net: expected an output shaped like x, {tuple(x.shape)}, got {got}")
+        check_output("net", out, x)
         if target == self.prediction:
             return out
-        alpha, sigma = self.sde._marginal(t)
+        alpha, sigma = self.sde.marginal(t)
         if "flow" in (self.prediction, target):
             from . import flow
 

@@ -38,14 +38,15 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ._checks import append_dims, as_time, check_batched, check_positive_finite, validation_enabled
+from .sde import check_sde
+from ._checks import values_on_host, append_dims, as_time, check_batched, check_positive_finite, check_output
 
 __all__ = ["EDMPreconditioning", "edm_coefficients", "edm_loss_weight", "edm_weighting"]
 
 
 def _check_sigma(sigma: Tensor | float) -> Tensor:
     sigma = as_time(sigma, name="sigma")
-    if validation_enabled() and bool((~(sigma > 0) | ~torch.isfinite(sigma)).any()):
+    if values_on_host(sigma) and bool((~(sigma > 0) | ~torch.isfinite(sigma)).any()):
         bad = sigma[~(sigma > 0) | ~torch.isfinite(sigma)].flatten()[0].item() if sigma.ndim else sigma.item()
         raise ValueError(f"sigma: expected noise levels > 0 and finite (c_noise = ln(sigma)/4), got {bad!r}")
     return sigma
@@ -93,14 +94,11 @@ def edm_weighting(sde, sigma_data: float = 0.5) -> Callable[[Tensor], Tensor]:
     Returns:
         A callable `weighting(t) -> (B,)`.
     """
-    from .sde import SDE
-
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde: expected a scoresde.SDE, got {type(sde).__name__}")
+    check_sde("sde", sde)
     sd2 = check_positive_finite("sigma_data", sigma_data) ** 2
 
     def weighting(t: Tensor) -> Tensor:
-        alpha, sigma = sde._marginal(t)
+        alpha, sigma = sde.marginal(t)
         s2, a2 = sigma * sigma, alpha * alpha
         return s2 * (s2 + a2 * sd2) / (a2 * sd2)
 
@@ -132,12 +130,9 @@ class EDMPreconditioning(nn.Module):
 
     def __init__(self, net: Callable, sigma_data: float = 0.5, sde=None):
         super().__init__()
-        from .sde import SDE
-
         if not callable(net):
             raise TypeError(f"net: expected a callable net(x, c_noise, **cond), got {type(net).__name__}")
-        if sde is not None and not isinstance(sde, SDE):
-            raise TypeError(f"sde: expected a scoresde.SDE or None, got {type(sde).__name__}")
+        check_sde("sde", sde, optional=True)
         self.net = net
         self.sigma_data = check_positive_finite("sigma_data", sigma_data)
         self.sde = sde
@@ -150,17 +145,15 @@ class EDMPreconditioning(nn.Module):
             sigma = sigma.expand(x.shape[0])
         c_skip, c_out, c_in, c_noise = (append_dims(c, x.ndim) for c in edm_coefficients(sigma, self.sigma_data))
         F = self.net(c_in * x, c_noise.reshape(-1), **cond)  # F(c_in x, c_noise)
-        if not isinstance(F, Tensor) or F.shape != x.shape:
-            got = tuple(F.shape) if isinstance(F, Tensor) else type(F).__name__
-            raise ValueError(f"net: expected an output shaped like x, {tuple(x.shape)}, got {got}")
+        check_output("net", F, x)
         return c_skip * x + c_out * F.to(x.dtype)  # D = c_skip x + c_out F
 
     def forward(self, x: Tensor, t: Tensor | float, **cond) -> Tensor:
         if self.sde is None:
             return self.denoise(x, t, **cond)
         x = check_batched("x", x)
-        t = as_time(t, like=x, T=self.sde.T)
-        alpha, sigma = self.sde._marginal(t)
+        t = as_time(t, like=x)  # called every step: times are checked at the entry points
+        alpha, sigma = self.sde.marginal(t)
         # The SDE's x_t = alpha_t (x0 + (sigma_t / alpha_t) eps): EDM's variable is x_t / alpha_t.
         return self.denoise(x / append_dims(alpha, x.ndim), sigma / alpha, **cond)
 

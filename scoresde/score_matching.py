@@ -37,13 +37,12 @@ Influence Matrix*, 1989.
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-from ._checks import as_time, check_batched, check_int
+from ._checks import as_time, check_batched, check_int, check_output, check_finite_number
 
 __all__ = ["ism_loss", "ssm_loss", "noisy_score_matching_loss", "PROJECTIONS"]
 
@@ -71,9 +70,7 @@ def _reduce(per_sample: Tensor, reduction: str) -> Tensor:
 
 def _call(score: Callable, x: Tensor, t: Tensor | None) -> Tensor:
     s = score(x) if t is None else score(x, t)
-    if not isinstance(s, Tensor) or s.shape != x.shape:
-        got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
-        raise ValueError(f"score: expected an output shaped like x, {tuple(x.shape)}, got {got}")
+    check_output("score", s, x)
     return s
 
 
@@ -249,8 +246,7 @@ def noisy_score_matching_loss(
     M = _check_ssm_options(n_projections, distribution, variance_reduced, generator, None, x0)
     if t_eps is None:
         t_eps = 1e-5 * sde.T
-    if isinstance(t_eps, bool) or not isinstance(t_eps, (int, float)) or not (0.0 <= t_eps < sde.T) or not math.isfinite(t_eps):
-        raise ValueError(f"t_eps: expected a number in [0, T) = [0, {sde.T}), got {t_eps!r}")
+    t_eps = check_finite_number("t_eps", t_eps, ge=0.0, lt=sde.T)
     B = x0.shape[0]
     if t is None:
         t = t_eps + (sde.T - t_eps) * torch.rand(B, generator=generator, device=x0.device, dtype=x0.dtype)
@@ -268,7 +264,7 @@ def noisy_score_matching_loss(
         if not isinstance(lam, Tensor) or lam.shape not in ((), t.shape):
             raise ValueError(f"weighting: expected a tensor of shape () or {tuple(t.shape)}, got {lam!r}")
     elif weighting == "sigma2":
-        lam = sde._marginal(t)[1] ** 2  # lambda = sigma_t^2 (Song & Ermon 2019)
+        lam = sde.marginal(t)[1] ** 2  # lambda = sigma_t^2 (Song & Ermon 2019)
     else:
         lam = torch.ones_like(t)
     return _reduce(lam * per_sample, reduction)

@@ -26,6 +26,7 @@ Equations*, ICLR 2021.
 from __future__ import annotations
 
 import abc
+import functools
 import math
 from typing import Callable, Sequence
 
@@ -34,83 +35,103 @@ from torch import Tensor
 
 from ._checks import (
     append_dims,
+    as_tensor,
     as_time,
     check_batched,
     check_float_tensor,
+    check_output,
     check_positive_finite,
-    validation_enabled,
+    check_shape,
 )
 from .vp_schedules import CosineSchedule, LinearSchedule, VPSchedule
 
-__all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "ReverseSDE", "ProbabilityFlowODE"]
+__all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "ReverseSDE", "ProbabilityFlowODE", "ForwardSDE", "check_sde"]
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
+
+
+#: The coefficient methods of the SDE protocol: each takes times (a tensor, or a number) and
+#: returns tensors shaped like them.
+PROTOCOL = ("drift_coef", "diffusion", "marginal", "log_snr", "t_from_log_snr")
+
+
+def _accepting_numbers(method: Callable) -> Callable:
+    """`method(self, t)` that also takes a Python number (turned into a tensor, no checks)."""
+
+    @functools.wraps(method)
+    def wrapper(self, t):
+        return method(self, t if isinstance(t, Tensor) else as_tensor(t))
+
+    wrapper._accepts_numbers = True  # type: ignore[attr-defined]
+    return wrapper
 
 
 class SDE(abc.ABC):
     r"""A forward diffusion SDE $dx = f(t)\,x\,dt + g(t)\,dw$ on $[0, T]$.
 
-    Subclasses implement the protected, unchecked `_drift_coef`, `_diffusion`,
-    `_marginal`, `_log_snr`, `_t_from_log_snr` and the prior's standard deviation; the
-    public methods validate their inputs and broadcast through one helper, so any data
-    shape `(B, ...)` works and `t` may be a number, a 0-d tensor or a `(B,)` tensor.
+    The protocol: a subclass sets `T` and implements the public coefficient methods
+    `drift_coef(t)` $= f(t)$, `diffusion(t)` $= g(t)$, `marginal(t)` $= (\alpha_t, \sigma_t)$,
+    `log_snr(t)` $= \log(\alpha_t^2/\sigma_t^2)$ and its inverse `t_from_log_snr(log_snr)`, and
+    the property `prior_std`. They are unchecked: they receive tensors (a Python number is
+    turned into one by [`as_tensor`][scoresde._checks.as_tensor], without value checks) and
+    return tensors shaped like them, so samplers call them inside their loops at no cost.
+    Times are checked once, at the entry points (`sample`, `impute`, `log_likelihood`, the
+    losses, [`perturb`][scoresde.sde.SDE.perturb]). The composite methods `drift(x, t)`,
+    `perturb`, `prior_sample`, `prior_logp` and `reverse` are shared, and broadcast through
+    one helper, so any data shape `(B, ...)` works.
+
+    `params()` (equality, repr, checkpoints) defaults to the instance's public attributes;
+    override it when those are not the constructor's arguments.
     """
 
     T: float
     #: The noise of the forward and reverse SDEs does not depend on x.
     noise_type = "additive"
 
-    # ------------------------------------------------------------------ to implement
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in PROTOCOL:
+            method = cls.__dict__.get(name)
+            if callable(method) and not getattr(method, "_accepts_numbers", False):
+                setattr(cls, name, _accepting_numbers(method))
+
+    # ------------------------------------------------------------------ the protocol
     @abc.abstractmethod
-    def _drift_coef(self, t: Tensor) -> Tensor:
-        """f(t), shaped like t."""
+    def drift_coef(self, t: Tensor) -> Tensor:
+        r"""The linear drift coefficient $f(t)$ (the drift is $f(t)\,x$), shaped like `t`."""
 
     @abc.abstractmethod
-    def _diffusion(self, t: Tensor) -> Tensor:
-        """g(t), shaped like t."""
+    def diffusion(self, t: Tensor) -> Tensor:
+        r"""The diffusion coefficient $g(t)$, shaped like `t`."""
 
     @abc.abstractmethod
-    def _marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        """(alpha_t, sigma_t), shaped like t."""
+    def marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        r"""$(\alpha_t, \sigma_t)$ with $x_t \mid x_0 \sim \mathcal N(\alpha_t x_0, \sigma_t^2 I)$, shaped like `t`."""
 
     @abc.abstractmethod
-    def _log_snr(self, t: Tensor) -> Tensor:
-        """log(alpha_t^2 / sigma_t^2), shaped like t."""
+    def log_snr(self, t: Tensor) -> Tensor:
+        r"""The log-SNR $\log(\alpha_t^2 / \sigma_t^2)$ (twice the half-log-SNR $\log(\alpha_t/\sigma_t)$), decreasing in $t$."""
 
     @abc.abstractmethod
-    def _t_from_log_snr(self, lam: Tensor) -> Tensor:
-        """The inverse of `_log_snr`."""
+    def t_from_log_snr(self, log_snr: Tensor) -> Tensor:
+        r"""The time $t$ whose log-SNR is `log_snr` (the inverse of [`log_snr`][scoresde.sde.SDE.log_snr])."""
 
     @property
     @abc.abstractmethod
     def prior_std(self) -> float:
         """Standard deviation of the isotropic Gaussian prior at t = T."""
 
-    @abc.abstractmethod
     def params(self) -> dict:
-        """Constructor arguments that identify the SDE (equality, repr, checkpoints)."""
+        """Constructor arguments that identify the SDE (equality, repr, checkpoints); by default
+        the instance's public attributes."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
-    # ------------------------------------------------------------------ public API
-    def _time(self, t: float | Tensor, like: Tensor | None = None, name: str = "t") -> Tensor:
-        return as_time(t, like=like, T=self.T, name=name)
-
-    def drift_coef(self, t: float | Tensor) -> Tensor:
-        r"""The linear drift coefficient $f(t)$ (the drift is $f(t)\,x$)."""
-        return self._drift_coef(self._time(t))
-
+    # ------------------------------------------------------------------ composite methods
     def drift(self, x: Tensor, t: float | Tensor) -> Tensor:
         r"""The forward drift $f(t)\,x$, shaped like `x`."""
         x = check_batched("x", x)
-        t = self._time(t, like=x)
-        return append_dims(self._drift_coef(t), x.ndim) * x
-
-    def diffusion(self, t: float | Tensor) -> Tensor:
-        r"""The diffusion coefficient $g(t)$, shaped like `t`."""
-        return self._diffusion(self._time(t))
-
-    def marginal(self, t: float | Tensor) -> tuple[Tensor, Tensor]:
-        r"""$(\alpha_t, \sigma_t)$ with $x_t \mid x_0 \sim \mathcal N(\alpha_t x_0, \sigma_t^2 I)$, shaped like `t`."""
-        return self._marginal(self._time(t))
+        t = as_time(t, like=x)
+        return append_dims(self.drift_coef(t), x.ndim) * x
 
     def perturb(
         self,
@@ -129,7 +150,7 @@ class SDE(abc.ABC):
             generator: source of $\varepsilon$ when `noise` is omitted.
         """
         x0 = check_batched("x0", x0)
-        t = self._time(t, like=x0)
+        t = as_time(t, like=x0, T=self.T)
         if noise is None:
             noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         else:
@@ -138,31 +159,8 @@ class SDE(abc.ABC):
                 raise ValueError(
                     f"noise: expected the shape of x0, {tuple(x0.shape)}, got {tuple(noise.shape)}"
                 )
-        alpha, sigma = self._marginal(t)
+        alpha, sigma = self.marginal(t)
         return append_dims(alpha, x0.ndim) * x0 + append_dims(sigma, x0.ndim) * noise
-
-    def log_snr(self, t: float | Tensor) -> Tensor:
-        r"""$\lambda_t = \log(\alpha_t^2 / \sigma_t^2)$, decreasing in $t$."""
-        return self._log_snr(self._time(t))
-
-    def t_from_log_snr(self, lam: float | Tensor) -> Tensor:
-        r"""The time $t$ with $\lambda_t$ equal to `lam` (inverse of [`log_snr`][scoresde.sde.SDE.log_snr])."""
-        lam = as_time(lam, name="lam")
-        if validation_enabled():
-            # the log-SNR of [0, T] is [lambda_T, lambda_0] (lambda_0 = inf where sigma_0 = 0)
-            ends = self._log_snr(torch.tensor([float(self.T), 0.0], dtype=torch.float64))
-            lo, hi = ends.tolist()
-            # a few float32 roundings of slack (a log-SNR computed from float32 tables, e.g. a peer's
-            # sigma_max, rounds past the float64 end); the result is clamped into [0, T] below
-            rel = 8 * torch.finfo(torch.float32).eps
-            bad = ~((lam >= lo - rel * (1.0 + abs(lo))) & (lam <= hi + rel * (1.0 + abs(hi))))
-            if bool(bad.any()):
-                first = lam[bad].flatten()[0].item() if lam.ndim else lam.item()
-                raise ValueError(
-                    f"lam: expected a log-SNR in [log_snr(T), log_snr(0)] = [{lo:.6g}, {hi:.6g}], the range of"
-                    f" {type(self).__name__} on [0, T] = [0, {self.T}], got {first!r}"
-                )
-        return self._t_from_log_snr(lam).clamp(0.0, float(self.T))
 
     def prior_sample(
         self,
@@ -172,7 +170,7 @@ class SDE(abc.ABC):
         dtype: torch.dtype | None = None,
     ) -> Tensor:
         r"""Draw from the prior $\mathcal N(0, \sigma_{\text{prior}}^2 I)$ that stands in for $p_T$."""
-        shape = _check_shape("shape", shape)
+        shape = check_shape("shape", shape)
         if generator is not None and device is None:
             device = generator.device
         z = torch.randn(shape, generator=generator, device=device, dtype=dtype)
@@ -207,6 +205,10 @@ class SDE(abc.ABC):
             return ProbabilityFlowODE(self, score)
         return ReverseSDE(self, score)
 
+    def as_problem(self) -> "ForwardSDE":
+        """The forward SDE as a `solvers` problem (`drift(x, t)`, `diffusion(x, t)`)."""
+        return ForwardSDE(self)
+
     # ------------------------------------------------------------------ dunder
     def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and self.params() == other.params()  # type: ignore[attr-defined]
@@ -219,16 +221,12 @@ class SDE(abc.ABC):
         return f"{type(self).__name__}({args})"
 
 
-def _check_shape(name: str, shape: Sequence[int]) -> tuple[int, ...]:
-    if isinstance(shape, int):
-        shape = (shape,)
-    try:
-        shape = tuple(shape)
-    except TypeError:
-        raise TypeError(f"{name}: expected a sequence of ints, got {shape!r}") from None
-    if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
-        raise ValueError(f"{name}: expected a non-empty sequence of positive ints, got {shape!r}")
-    return shape
+def check_sde(name: str, value: object, *, optional: bool = False) -> "SDE | None":
+    """Raise a `TypeError` naming `name` unless `value` is a [`SDE`][scoresde.SDE] (or None with `optional`)."""
+    if isinstance(value, SDE) or (optional and value is None):
+        return value
+    expected = "a scoresde.SDE (VPSDE, SubVPSDE, VESDE, ...)" + (" or None" if optional else "")
+    raise TypeError(f"{name}: expected {expected}, got {type(value).__name__}")
 
 
 class _VPFamily(SDE):
@@ -274,9 +272,9 @@ class _VPFamily(SDE):
 
     def beta(self, t: float | Tensor) -> Tensor:
         r"""The noise rate $\beta(t) = -2 f(t)$."""
-        return self.schedule.beta(self._time(t))
+        return self.schedule.beta(as_tensor(t))
 
-    def _drift_coef(self, t: Tensor) -> Tensor:
+    def drift_coef(self, t: Tensor) -> Tensor:
         return -0.5 * self.schedule.beta(t)
 
     @property
@@ -306,20 +304,20 @@ class VPSDE(_VPFamily):
     Probabilistic Models*, NeurIPS 2020.
     """
 
-    def _diffusion(self, t: Tensor) -> Tensor:
+    def diffusion(self, t: Tensor) -> Tensor:
         return torch.sqrt(self.schedule.beta(t))
 
-    def _marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
+    def marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
         la = self.schedule.log_alpha(t)
         return torch.exp(la), torch.sqrt(-torch.expm1(2.0 * la))
 
-    def _log_snr(self, t: Tensor) -> Tensor:
+    def log_snr(self, t: Tensor) -> Tensor:
         la = self.schedule.log_alpha(t)
         return 2.0 * la - torch.log(-torch.expm1(2.0 * la))
 
-    def _t_from_log_snr(self, lam: Tensor) -> Tensor:
-        # alpha^2 = sigmoid(lam), so log(alpha) = -softplus(-lam) / 2.
-        return self.schedule.t_from_log_alpha(-0.5 * torch.nn.functional.softplus(-lam))
+    def t_from_log_snr(self, log_snr: Tensor) -> Tensor:
+        # alpha^2 = sigmoid(log_snr), so log(alpha) = -softplus(-log_snr) / 2.
+        return self.schedule.t_from_log_alpha(-0.5 * torch.nn.functional.softplus(-log_snr))
 
 
 class SubVPSDE(_VPFamily):
@@ -334,25 +332,25 @@ class SubVPSDE(_VPFamily):
     Reference: Song et al., ICLR 2021, eq. (12).
     """
 
-    def _diffusion(self, t: Tensor) -> Tensor:
+    def diffusion(self, t: Tensor) -> Tensor:
         la = self.schedule.log_alpha(t)
         return torch.sqrt(self.schedule.beta(t) * -torch.expm1(4.0 * la))
 
-    def _marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
+    def marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
         la = self.schedule.log_alpha(t)
         return torch.exp(la), -torch.expm1(2.0 * la)
 
-    def _log_snr(self, t: Tensor) -> Tensor:
+    def log_snr(self, t: Tensor) -> Tensor:
         la = self.schedule.log_alpha(t)
         return 2.0 * la - 2.0 * torch.log(-torch.expm1(2.0 * la))
 
-    def _t_from_log_snr(self, lam: Tensor) -> Tensor:
-        # With a = alpha^2 and c = exp(-lam): a / (1 - a)^2 = 1 / c, the root in (0, 1) is
+    def t_from_log_snr(self, log_snr: Tensor) -> Tensor:
+        # With a = alpha^2 and c = exp(-log_snr): a / (1 - a)^2 = 1 / c, the root in (0, 1) is
         # a = 2 / (2 + c + sqrt(c (4 + c))). Computed in float64 (c overflows float32 early).
-        lam64 = lam.double()
-        c = torch.exp(-lam64)
+        log_snr64 = log_snr.double()
+        c = torch.exp(-log_snr64)
         a = 2.0 / (2.0 + c + torch.sqrt(c * (4.0 + c)))
-        return self.schedule.t_from_log_alpha(0.5 * torch.log(a)).to(lam.dtype)
+        return self.schedule.t_from_log_alpha(0.5 * torch.log(a)).to(log_snr.dtype)
 
 
 class VESDE(SDE):
@@ -391,25 +389,25 @@ class VESDE(SDE):
 
     def sigma(self, t: float | Tensor) -> Tensor:
         r"""The noise level $\sigma(t) = \sigma_{\min}(\sigma_{\max}/\sigma_{\min})^{t/T}$."""
-        return self._sigma(self._time(t))
+        return self._sigma(as_tensor(t))
 
     def _sigma(self, t: Tensor) -> Tensor:
         return self.sigma_min * torch.exp(self._log_ratio * t / self.T)
 
-    def _drift_coef(self, t: Tensor) -> Tensor:
+    def drift_coef(self, t: Tensor) -> Tensor:
         return torch.zeros_like(t)
 
-    def _diffusion(self, t: Tensor) -> Tensor:
+    def diffusion(self, t: Tensor) -> Tensor:
         return self._sigma(t) * math.sqrt(2.0 * self._log_ratio / self.T)
 
-    def _marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
+    def marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
         return torch.ones_like(t), self._sigma(t)
 
-    def _log_snr(self, t: Tensor) -> Tensor:
+    def log_snr(self, t: Tensor) -> Tensor:
         return -2.0 * torch.log(self._sigma(t))
 
-    def _t_from_log_snr(self, lam: Tensor) -> Tensor:
-        return (-0.5 * lam - math.log(self.sigma_min)) / self._log_ratio * self.T
+    def t_from_log_snr(self, log_snr: Tensor) -> Tensor:
+        return (-0.5 * log_snr - math.log(self.sigma_min)) / self._log_ratio * self.T
 
     @property
     def prior_std(self) -> float:
@@ -425,19 +423,32 @@ def _time_like(t: Tensor | float, x: Tensor) -> Tensor:
 
 
 def _checked_score(score: ScoreFn, x: Tensor, t: Tensor) -> Tensor:
-    s = score(x, t)
-    if not isinstance(s, Tensor) or s.shape != x.shape:
-        got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
-        raise ValueError(f"score: expected an output shaped like x, {tuple(x.shape)}, got {got}")
-    return s
+    return check_output("score", score(x, t), x)
 
 
 def _score_drift(sde: SDE, score: ScoreFn, x: Tensor, t: Tensor, weight: float) -> Tensor:
     """f(t) x - weight g(t)^2 score(x, t): the reverse drift (weight 1) or the probability flow (1/2)."""
     t = _time_like(t, x)
-    f = append_dims(sde._drift_coef(t), x.ndim)
-    g2 = append_dims(sde._diffusion(t) ** 2, x.ndim)
+    f = append_dims(sde.drift_coef(t), x.ndim)
+    g2 = append_dims(sde.diffusion(t) ** 2, x.ndim)
     return f * x - weight * g2 * _checked_score(score, x, t)
+
+
+class ForwardSDE:
+    """The forward SDE as a `solvers` problem: `drift(x, t)` and `diffusion(x, t)`."""
+
+    noise_type = "additive"
+
+    def __init__(self, sde: SDE):
+        self.sde = sde
+
+    def drift(self, x: Tensor, t: Tensor) -> Tensor:
+        t = _time_like(t, x)
+        return append_dims(self.sde.drift_coef(t), x.ndim) * x
+
+    def diffusion(self, x: Tensor, t: Tensor) -> Tensor:
+        t = _time_like(t, x)
+        return append_dims(self.sde.diffusion(t), x.ndim).expand_as(x)
 
 
 class ReverseSDE:
@@ -456,7 +467,7 @@ class ReverseSDE:
 
     def diffusion(self, x: Tensor, t: Tensor) -> Tensor:
         t = _time_like(t, x)
-        return append_dims(self.sde._diffusion(t), x.ndim).expand_as(x)
+        return append_dims(self.sde.diffusion(t), x.ndim).expand_as(x)
 
     def __repr__(self) -> str:
         return f"ReverseSDE({self.sde!r})"

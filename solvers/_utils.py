@@ -64,32 +64,59 @@ def describe(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def range_text(*, ge: float | None = None, gt: float | None = None, le: float | None = None,
+               lt: float | None = None) -> str:
+    """The range the bounds give, for messages: "in [0, 1]", "in (0, 1]", ">= 0", "" for none."""
+    lo = f"[{ge:g}" if ge is not None else f"({gt:g}" if gt is not None else None
+    hi = f"{le:g}]" if le is not None else f"{lt:g})" if lt is not None else None
+    if lo and hi:
+        return f"in {lo}, {hi}"
+    if lo:
+        return (">= " if ge is not None else "> ") + lo[1:]
+    if hi:
+        return ("<= " if le is not None else "< ") + hi[:-1]
+    return ""
+
+
+def check_finite_number(name: str, value: Any, *, ge: float | None = None, gt: float | None = None,
+                        le: float | None = None, lt: float | None = None, allow_inf: bool = False) -> float:
+    """`value` as a Python float, or raise unless it is a real, finite number (not a bool) within
+    the bounds given; the message names `name`, the value and the range. The one finite-number
+    check of both packages (`allow_inf`: an infinite value within the bounds passes too)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {describe(value)}")
+    value = float(value)
+    ok = (math.isfinite(value) or (allow_inf and not math.isnan(value))) and (ge is None or value >= ge) and (gt is None or value > gt) \
+        and (le is None or value <= le) and (lt is None or value < lt)
+    if not ok:
+        rng = range_text(ge=ge, gt=gt, le=le, lt=lt)
+        what = "a number" if allow_inf else "a finite number"
+        raise ValueError(f"{name}: expected {what}{' ' + rng if rng else ''}, got {value!r}")
+    return value
+
+
 def as_real(name: str, value: Any, *, positive: bool = False, nonnegative: bool = False,
             allow_inf: bool = False) -> float:
-    """`value` as a Python float, with a message naming `name` when it is not a valid real number."""
+    """`value` (a number or a one-element tensor) as a Python float, with a message naming `name`
+    when it is not a valid real number (see `check_finite_number`)."""
     if isinstance(value, Tensor):
         if value.numel() != 1:
             raise ValueError(f"{name}: expected a real number, got {describe(value)}")
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a real number, got {describe(value)}")
-    value = float(value)
-    if math.isnan(value) or (math.isinf(value) and not allow_inf):
-        raise ValueError(f"{name}: expected a finite number, got {value}")
-    if positive and not value > 0:
-        raise ValueError(f"{name}: expected a number > 0, got {value}")
-    if nonnegative and not value >= 0:
-        raise ValueError(f"{name}: expected a number >= 0, got {value}")
-    return value
+    if allow_inf and isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isinf(value):
+        if (positive or nonnegative) and value < 0:
+            raise ValueError(f"{name}: expected a number {'>' if positive else '>='} 0, got {value}")
+        return float(value)
+    return check_finite_number(name, value, gt=0.0 if positive else None, ge=0.0 if nonnegative else None)
 
 
 def as_int(name: str, value: Any, *, minimum: int | None = None) -> int:
     """`value` as a Python int, with a message naming `name` when it is not one."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected an integer, got {describe(value)}")
+        raise TypeError(f"{name}: expected an int, got {describe(value)}")
     value = int(value)
     if minimum is not None and value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
     return value
 
 

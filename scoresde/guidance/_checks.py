@@ -1,39 +1,23 @@
-"""Argument checks shared by the guidance modules (each written once here)."""
+"""Argument checks of the guidance modules: aliases of the package's one copy of each check
+(`scoresde._checks`, `scoresde.sde.check_sde`), plus the callable check they share."""
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 from torch import Tensor
 
-from ..sde import SDE
+from .._checks import check_finite_number, check_output
+from ..sde import check_sde
 
 #: A score function `score(x, t) -> Tensor` shaped like `x`.
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
-
-def _finite_number(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}: expected a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name}: expected a finite number, got {value!r}")
-    return value
-
-
-def _check_sde(name: str, sde) -> None:
-    if not isinstance(sde, SDE):
-        raise TypeError(f"{name}: expected a scoresde.SDE (VPSDE, SubVPSDE, VESDE, ...), got {type(sde).__name__}")
+_finite_number = check_finite_number
+_check_sde = check_sde
+_check_output = check_output
 
 
 def _check_callable(name: str, fn) -> None:
     if not callable(fn):
         raise TypeError(f"{name}: expected a callable {name}(x, t), got {type(fn).__name__}")
-
-
-def _check_output(name: str, out, x: Tensor) -> Tensor:
-    if not isinstance(out, Tensor) or out.shape != x.shape:
-        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"{name}: expected an output shaped like x, {tuple(x.shape)}, got {got}")
-    return out

@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from .._checks import as_time, check_batched, describe
+from .._checks import as_time, check_batched, describe, check_output
 from ..parameterization import PREDICTIONS, ScoreModel, convert
 from ..sde import SDE
 from ._checks import ScoreFn, _check_callable, _check_output, _check_sde
@@ -61,7 +61,7 @@ class _LinearGuidance:
         def marginal():
             nonlocal coefs
             if coefs is None:
-                coefs = self.sde._marginal(as_time(t, like=x, T=self.sde.T))
+                coefs = self.sde.marginal(as_time(t, like=x))
             return coefs
 
         def level():
@@ -209,9 +209,7 @@ class _NullLabelGuidance(_LinearGuidance):
             else:  # a non-tensor option shared by every condition, checked at construction
                 kwargs[key] = values[0]
         out = self._fn(x_in, t_in, **kwargs)
-        if not isinstance(out, Tensor) or out.shape != x_in.shape:
-            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(f"model: expected an output shaped like its input, {tuple(x_in.shape)}, got {got}")
+        check_output("model", out, x_in, like="its input")
         chunks = list(out.chunk(n))
         return chunks[-1], chunks[:-1]
 

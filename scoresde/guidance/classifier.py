@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .._checks import append_dims, as_time, check_batched, describe, validation_enabled
+from .._checks import values_on_host, append_dims, as_time, check_batched, describe
 from ..classifier_training import check_labels, classifier_logits
 from ..sde import SDE
 from ._checks import ScoreFn, _check_callable, _check_output, _check_sde
@@ -67,7 +67,7 @@ class _ClassifierGuided:
         grad = classifier_gradient(self.log_prob_y, x, t)
         if self.form == "score":
             return base + w * grad
-        _, sigma = self.sde._marginal(as_time(t, like=x, T=self.sde.T))
+        _, sigma = self.sde.marginal(as_time(t, like=x))
         return base - w * append_dims(sigma, x.ndim) * grad
 
     def __repr__(self) -> str:
@@ -155,7 +155,7 @@ class _ClassifierLogProb:
         check_batched("x", x)
         y = check_labels(self.y, x.shape[0], x.device)
         logits = classifier_logits(self.classifier, x, _time_input(t, x, None, self.time_input))
-        if validation_enabled() and bool(((y < 0) | (y >= logits.shape[1])).any()):
+        if values_on_host(y) and bool(((y < 0) | (y >= logits.shape[1])).any()):
             raise ValueError(f"y: expected labels in [0, {logits.shape[1]}), got {y.tolist()}")
         return torch.log_softmax(logits, dim=-1).gather(1, y[:, None]).squeeze(1)
 

@@ -211,7 +211,7 @@ class _PosteriorScore:
 
     def __call__(self, x: Tensor, t: float | Tensor) -> Tensor:
         x = check_batched("x", x)
-        alpha, sigma = self.sde._marginal(as_time(t, like=x, T=self.sde.T))
+        alpha, sigma = self.sde.marginal(as_time(t, like=x))
         w = _resolve_scale("scale", self.scale, x, lambda: _level(self.sde, x, t))
         with torch.inference_mode(False), torch.enable_grad():
             x_in = x.detach().clone().requires_grad_(True)

@@ -15,7 +15,7 @@ from typing import Callable, Union
 import torch
 from torch import Tensor
 
-from .._checks import append_dims, as_time, check_float_tensor, describe, validation_enabled
+from .._checks import values_on_host, append_dims, as_time, check_float_tensor, describe
 from ..sde import SDE
 from ._checks import _check_sde, _finite_number
 
@@ -39,12 +39,12 @@ def noise_level(sde: SDE, t: float | Tensor) -> Tensor:
         $\sigma$, shaped like `t`.
     """
     _check_sde("sde", sde)
-    alpha, sigma = sde._marginal(as_time(t, T=sde.T))
+    alpha, sigma = sde.marginal(as_time(t, T=sde.T))
     return sigma / alpha
 
 
 def _level(sde, x: Tensor, t) -> Tensor:
-    alpha, sigma = sde._marginal(as_time(t, like=x, T=sde.T))
+    alpha, sigma = sde.marginal(as_time(t, like=x))
     return sigma / alpha
 
 
@@ -137,7 +137,7 @@ def _resolve_scale(name: str, scale, x: Tensor, level: Callable[[], Tensor]) -> 
             raise ValueError(
                 f"{name}: the schedule returned shape {tuple(scale.shape)}, expected a scalar or ({x.shape[0]},)"
             )
-        if validation_enabled() and not bool(torch.isfinite(scale).all()):
+        if values_on_host(scale) and not bool(torch.isfinite(scale).all()):
             raise ValueError(f"{name}: the schedule returned a NaN or infinite scale")
     elif scale.ndim == 1 and scale.shape[0] != x.shape[0]:
         raise ValueError(

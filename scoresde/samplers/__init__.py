@@ -10,7 +10,7 @@ from .lms import LMS
 from .langevin import AnnealedLangevin, ncsn_levels, ncsn_ratio, ncsn_sigma_max, ncsn_step_size
 from .ode import DDIM, EDMHeun
 from .reverse import Ancestral, LangevinCorrector, PredictorCorrector, ReverseDiffusion
-from .solver import ProbabilityFlow, ReverseSDESampler
+from .solver import ProbabilityFlowSampler, ReverseSDESampler
 
 __all__ = [
     "sample",
@@ -20,7 +20,7 @@ __all__ = [
     "PerSampleGenerators",
     "as_noise_source",
     "ReverseSDESampler",
-    "ProbabilityFlow",
+    "ProbabilityFlowSampler",
     "ReverseDiffusion",
     "Ancestral",
     "LangevinCorrector",

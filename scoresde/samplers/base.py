@@ -28,8 +28,8 @@ import solvers
 import torch
 from torch import Tensor
 
-from .._checks import append_dims
-from ..grids import TimeGrid, UniformTime
+from .._checks import Options, append_dims, check_output
+from ..time_grids import TimeGrid, UniformTime
 
 __all__ = ["Sampler", "SamplingContext", "StepInfo", "PerSampleGenerators", "as_noise_source"]
 
@@ -60,10 +60,7 @@ class _CheckedScore:
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         x = x.to(self.dtype)
-        out = self.fn(x, t)
-        if not isinstance(out, Tensor) or out.shape != x.shape:
-            got = f"shape {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(f"score: expected an output shaped like x, {tuple(x.shape)}, got {got}")
+        out = check_output("score", self.fn(x, t), x)
         if out.dtype != x.dtype:
             if not out.is_floating_point():
                 raise TypeError(
@@ -99,7 +96,7 @@ class SamplingContext:
         steps: the number of steps $N$ (the grid has $N + 1$ times).
         ts: the grid `(N + 1,)`, decreasing, on the state's device and dtype.
         alpha, sigma: $\alpha_{t_i}$, $\sigma_{t_i}$ on the grid, `(N + 1,)`.
-        lam: the half-log-SNR $\lambda_{t_i} = \log(\alpha_{t_i}/\sigma_{t_i})$ (DPM-Solver's
+        half_log_snr: the half-log-SNR $\lambda_{t_i} = \log(\alpha_{t_i}/\sigma_{t_i})$ (DPM-Solver's
             convention; `sde.log_snr` is $2\lambda$), `(N + 1,)`.
         shape, dtype, device: of the state.
         work_dtype: the dtype of the grid, its coefficients and each step's arithmetic: the
@@ -123,17 +120,17 @@ class SamplingContext:
         self.noise = noise
         self.work_dtype = ts.dtype
         self._score = _CheckedScore(score, ts, dtype)
-        self.alpha, self.sigma = sde._marginal(ts)
-        self.lam = 0.5 * sde._log_snr(ts)
+        self.alpha, self.sigma = sde.marginal(ts)
+        self.half_log_snr = 0.5 * sde.log_snr(ts)
         #: the grid as Python floats (read once, before the loop)
         self.times: list[float] = ts.tolist()
         #: the half-log-SNR on the grid as Python floats (read once, before the loop)
-        self.lams: list[float] = self.lam.tolist()
+        self.half_log_snrs: list[float] = self.half_log_snr.tolist()
         #: the grid times as the `(B,)` tensors the score receives, `(N + 1, B)`
         self.t_grid = ts[:, None].repeat(1, self.batch)
         #: whether the grid ends where the noise vanishes (sigma = 0, infinite log-SNR):
         #: read once on the host, so samplers can take a first-order last step there.
-        self.ends_noise_free = not math.isfinite(self.lam[-1].item())
+        self.ends_noise_free = not math.isfinite(self.half_log_snr[-1].item())
         #: whether a final step into zero noise follows the last step (Tweedie's or the flow's, one
         #: evaluation; multistep samplers count it when lowering their final orders).
         self.final_denoise = bool(denoise) and not self.ends_noise_free
@@ -144,8 +141,8 @@ class SamplingContext:
         (RePaint's jump back) sees $t_k$ as its first time, so multistep methods warm up again."""
         c = object.__new__(SamplingContext)
         c.__dict__.update(self.__dict__)
-        c.ts, c.alpha, c.sigma, c.lam = self.ts[k:], self.alpha[k:], self.sigma[k:], self.lam[k:]
-        c.times, c.lams, c.t_grid = self.times[k:], self.lams[k:], self.t_grid[k:]
+        c.ts, c.alpha, c.sigma, c.half_log_snr = self.ts[k:], self.alpha[k:], self.sigma[k:], self.half_log_snr[k:]
+        c.times, c.half_log_snrs, c.t_grid = self.times[k:], self.half_log_snrs[k:], self.t_grid[k:]
         c.steps = self.steps - k
         return c
 
@@ -184,7 +181,7 @@ class SamplingContext:
 
     def denoised_at(self, x: Tensor, t: Tensor) -> Tensor:
         """Tweedie's denoiser at a 0-d time `t` off the grid."""
-        alpha, sigma = self.sde._marginal(t)
+        alpha, sigma = self.sde.marginal(t)
         return (x + sigma**2 * self.score_at(x, t)) / alpha
 
     def randn(self) -> Tensor:
@@ -193,7 +190,7 @@ class SamplingContext:
 
     def transition(self, i: int) -> tuple[Tensor, Tensor, Tensor]:
         r"""$(a_i, v_i, h_i)$ of the step $t_i \to t_{i+1}$: $x_{t_i} = a_i x_{t_{i+1}} + \sqrt{v_i} z$, $h_i = \lambda_{t_{i+1}} - \lambda_{t_i}$."""
-        h = self.lam[i + 1] - self.lam[i]
+        h = self.half_log_snr[i + 1] - self.half_log_snr[i]
         a = self.alpha[i] / self.alpha[i + 1]
         v = -self.sigma[i] ** 2 * torch.expm1(-2.0 * h)
         return a, v, h
@@ -223,8 +220,11 @@ class StepInfo:
     nfe: int
 
 
-class Sampler:
+class Sampler(Options):
     """Base class of samplers: options in a frozen dataclass, one `step` per grid interval.
+
+    Options are declared with their checks ([`option`][scoresde._checks.option], e.g.
+    `order: int = option(2, choices=(1, 2, 3))`); the inherited `__post_init__` runs them.
 
     Subclasses set `default_steps`, `default_grid`, `stochastic` and implement `step`
     (and `init` for multistep state, or `run` to take over the whole loop), and

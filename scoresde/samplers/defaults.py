@@ -62,9 +62,9 @@ import math
 import torch
 from torch import Tensor
 
-from .. import grids
+from .. import time_grids
 from .._checks import check_int
-from ..grids import TimeGrid, UniformLogSNR
+from ..time_grids import TimeGrid, UniformLogSNR
 from .base import Sampler
 from .exponential import UniPC
 
@@ -85,18 +85,18 @@ DEFAULT_STEPS: int = 20
 
 DEFAULT_SIGMA_END: float = 0.01
 r"""The default recipe's grid ends where $\hat\sigma = \sigma_t/\alpha_t$ is this (or at the SDE's
-[`default_t_end`][scoresde.grids.default_t_end] if that is later)."""
+[`default_t_end`][scoresde.time_grids.default_t_end] if that is later)."""
 
 
 def default_t_end(sde) -> float:
     r"""The default recipe's end time: where $\sigma_t/\alpha_t$ =
     [`DEFAULT_SIGMA_END`][scoresde.samplers.defaults.DEFAULT_SIGMA_END], but not before the SDE's
-    [`default_t_end`][scoresde.grids.default_t_end] (VP: $10^{-3}T$, where $\hat\sigma = 0.0105$;
+    [`default_t_end`][scoresde.time_grids.default_t_end] (VP: $10^{-3}T$, where $\hat\sigma = 0.0105$;
     sub-VP: $t = 0.027$, where its $\hat\sigma$ falls to 0.01, against $10^{-4}$ at $10^{-3}$; VE: 0,
     whose $\hat\sigma = \sigma_{\min}$)."""
     lam = torch.tensor(-2.0 * math.log(DEFAULT_SIGMA_END), dtype=torch.float64)
-    t = float(sde._t_from_log_snr(lam).clamp(0.0, float(sde.T)))
-    return max(t, grids.default_t_end(sde))
+    t = float(sde.t_from_log_snr(lam).clamp(0.0, float(sde.T)))
+    return max(t, time_grids.default_t_end(sde))
 
 
 def default_sampler(sde) -> Sampler:
@@ -117,7 +117,7 @@ def default_recipe(sde, steps: int | None, grid, t_end: float | None, denoise):
         sde: the SDE sampled.
         steps: the number of steps asked for, or None
             ([`DEFAULT_STEPS`][scoresde.samplers.defaults.DEFAULT_STEPS]).
-        grid: a [`TimeGrid`][scoresde.grids.TimeGrid], a tensor of times, or None
+        grid: a [`TimeGrid`][scoresde.time_grids.TimeGrid], a tensor of times, or None
             ([`DEFAULT_GRID`][scoresde.samplers.defaults.DEFAULT_GRID]).
         t_end: the end time, or None (the grid's default).
         denoise: the final step asked for, or None.

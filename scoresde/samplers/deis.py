@@ -26,8 +26,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .._checks import check_int
-from ..grids import TimeGrid, UniformLogSNR
+from .._checks import option
+from ..time_grids import TimeGrid, UniformLogSNR
 from .base import Sampler, SamplingContext
 
 __all__ = ["DEIS"]
@@ -68,20 +68,13 @@ class DEIS(Sampler):
     `DEISMultistepScheduler` (`solver_type="logrho"`).
     """
 
-    order: int = 3
-    lower_order_final: bool = True
+    order: int = option(3, choices=(1, 2, 3))
+    lower_order_final: bool = option(True)
     default_steps: ClassVar[int] = 20
     default_grid: ClassVar[TimeGrid] = UniformLogSNR()
 
-    def __post_init__(self):
-        check_int("order", self.order)
-        if self.order > 3:
-            raise ValueError(f"order: expected 1, 2 or 3, got {self.order!r}")
-        if not isinstance(self.lower_order_final, bool):
-            raise TypeError(f"lower_order_final: expected a bool, got {self.lower_order_final!r}")
-
     def check(self, sde, ts):
-        lam = sde._log_snr(ts.detach().to("cpu", torch.float64))
+        lam = sde.log_snr(ts.detach().to("cpu", torch.float64))
         if not bool(torch.isfinite(lam[:-1]).all()):
             raise ValueError("grid: DEIS needs a finite log-SNR at every time but the last; use a grid with t > 0 before its end")
 
@@ -98,7 +91,7 @@ class DEIS(Sampler):
         return []  # noise predictions of the previous steps, newest last
 
     def step(self, ctx: SamplingContext, x: Tensor, i: int, history: list):
-        alpha, sigma, lam = ctx.alpha, ctx.sigma, ctx.lam
+        alpha, sigma, lam = ctx.alpha, ctx.sigma, ctx.half_log_snr
         # eps_hat = -sigma_i s(x_i, t_i)
         score = ctx.score(x, i)
         eps = -sigma[i] * score

@@ -28,9 +28,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ..grids import TimeGrid, UniformLogSNR
+from .._checks import option
+from ..time_grids import TimeGrid, UniformLogSNR
 from .base import Sampler, SamplingContext
-from .dpmpp_sde import _check_real, ancestral_split
+from .dpmpp_sde import ancestral_split
 
 __all__ = ["DPMSolverAdaptive", "PIDStepSize"]
 
@@ -95,42 +96,31 @@ class DPMSolverAdaptive(Sampler):
     Crowson, k-diffusion, `sampling.py`, `DPMSolver.dpm_solver_adaptive`.
     """
 
-    order: int = 3
-    rtol: float = 0.05
-    atol: float = 0.0078
-    h_init: float = 0.05
-    pcoeff: float = 0.0
-    icoeff: float = 1.0
-    dcoeff: float = 0.0
-    accept_safety: float = 0.81
-    eta: float = 0.0
-    s_noise: float = 1.0
-    max_steps: int = 10_000
+    order: int = option(3, choices=(2, 3))
+    rtol: float = option(0.05, ge=0.0)
+    atol: float = option(0.0078, ge=0.0)
+    h_init: float = option(0.05, gt=0.0)
+    pcoeff: float = option(0.0)
+    icoeff: float = option(1.0)
+    dcoeff: float = option(0.0)
+    accept_safety: float = option(0.81, ge=0.0, le=2.0)
+    eta: float = option(0.0, ge=0.0)
+    s_noise: float = option(1.0, ge=0.0)
+    max_steps: int = option(10_000, ge=1)
     adaptive: ClassVar[bool] = True
     default_grid: ClassVar[TimeGrid] = UniformLogSNR()
 
     def __post_init__(self):
-        if isinstance(self.order, bool) or self.order not in (2, 3):
-            raise ValueError(f"order: expected 2 or 3, got {self.order!r}")
-        _check_real("rtol", self.rtol, 0.0)
-        _check_real("atol", self.atol, 0.0)
+        super().__post_init__()
         if self.rtol == 0 and self.atol == 0:
             raise ValueError("rtol, atol: at least one of them must be positive, got rtol=0 and atol=0")
-        _check_real("h_init", self.h_init, 0.0, open_low=True)
-        for name in ("pcoeff", "icoeff", "dcoeff"):
-            _check_real(name, getattr(self, name), -math.inf)
-        _check_real("accept_safety", self.accept_safety, 0.0, 2.0)
-        _check_real("eta", self.eta, 0.0)
-        _check_real("s_noise", self.s_noise, 0.0)
-        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < 1:
-            raise ValueError(f"max_steps: expected a positive int, got {self.max_steps!r}")
 
     @property
     def stochastic(self) -> bool:  # type: ignore[override]
         return self.eta > 0 and self.s_noise > 0
 
     def check(self, sde, ts):
-        lam = sde._log_snr(ts.detach().to("cpu", torch.float64))
+        lam = sde.log_snr(ts.detach().to("cpu", torch.float64))
         if not bool(torch.isfinite(lam).all()):
             raise ValueError(
                 "grid: DPMSolverAdaptive needs a finite log-SNR at both ends (sigma > 0, as k-diffusion's sigma_min);"
@@ -139,8 +129,8 @@ class DPMSolverAdaptive(Sampler):
 
     def _eps(self, ctx: SamplingContext, x_hat: Tensor, lam: float) -> Tensor:
         r"""$\hat\varepsilon = (\hat x - D(\hat x; \hat\sigma))/\hat\sigma$ at the time of half-log-SNR `lam`."""
-        t = ctx.sde._t_from_log_snr(x_hat.new_tensor(2.0 * lam, dtype=ctx.work_dtype))
-        alpha = ctx.sde._marginal(t)[0]
+        t = ctx.sde.t_from_log_snr(x_hat.new_tensor(2.0 * lam, dtype=ctx.work_dtype))
+        alpha = ctx.sde.marginal(t)[0]
         return (x_hat - ctx.denoised_at(alpha * x_hat, t)) / math.exp(-lam)
 
     def _steps(self, ctx, x, s, t, eps_s):
@@ -168,7 +158,7 @@ class DPMSolverAdaptive(Sampler):
         return x_2, x_3
 
     def run(self, ctx: SamplingContext, x: Tensor, report) -> Tensor:
-        lam_start, lam_end = ctx.lams[0], ctx.lams[-1]
+        lam_start, lam_end = ctx.half_log_snrs[0], ctx.half_log_snrs[-1]
         # work on x_hat = x / alpha, in the coefficients' precision
         x = x.to(ctx.work_dtype) / ctx.alpha[0]
         x_prev, s, eps_s = x, lam_start, None
@@ -200,10 +190,10 @@ class DPMSolverAdaptive(Sampler):
                 x = x_high
                 if up > 0:
                     x = x + (up * self.s_noise) * ctx.randn()
-                t_cur, t_next = ctx.sde._t_from_log_snr(torch.tensor(2.0 * s, dtype=torch.float64)).item(), \
-                    ctx.sde._t_from_log_snr(torch.tensor(2.0 * t, dtype=torch.float64)).item()
+                t_cur, t_next = ctx.sde.t_from_log_snr(torch.tensor(2.0 * s, dtype=torch.float64)).item(), \
+                    ctx.sde.t_from_log_snr(torch.tensor(2.0 * t, dtype=torch.float64)).item()
                 s, eps_s = t, None
-                alpha_t = ctx.sde._marginal(torch.tensor(t_next, dtype=ctx.work_dtype, device=x.device))[0]
+                alpha_t = ctx.sde.marginal(torch.tensor(t_next, dtype=ctx.work_dtype, device=x.device))[0]
                 report(accepted, (alpha_t * x).to(ctx.dtype), None, t_cur, t_next)
                 accepted += 1
         # back to x = alpha x_hat at the grid's end

@@ -34,20 +34,11 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ..grids import KarrasGrid, TimeGrid
+from .._checks import option
+from ..time_grids import KarrasGrid, TimeGrid
 from .base import Sampler, SamplingContext
 
 __all__ = ["DPMSolverPPSDE"]
-
-
-def _check_real(name: str, value, low: float, high: float = math.inf, open_low: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}: expected a real number, got {value!r}")
-    bad = value <= low if open_low else value < low
-    if bad or value > high or math.isnan(value):
-        left = "(" if open_low else "["
-        raise ValueError(f"{name}: expected a number in {left}{low}, {high}], got {value!r}")
-    return float(value)
 
 
 def ancestral_split(sigma_from: Tensor, sigma_to: Tensor, eta: float) -> tuple[Tensor, Tensor]:
@@ -79,19 +70,12 @@ class DPMSolverPPSDE(Sampler):
     (SDE-DPM-Solver++); Crowson, k-diffusion, `sampling.py`, `sample_dpmpp_sde`.
     """
 
-    eta: float = 1.0
-    s_noise: float = 1.0
-    r: float = 0.5
-    noise: str = "brownian"
+    eta: float = option(1.0, ge=0.0)
+    s_noise: float = option(1.0, ge=0.0)
+    r: float = option(0.5, gt=0.0, le=1.0)
+    noise: str = option("brownian", choices=("brownian", "independent"))
     default_steps: ClassVar[int] = 10
     default_grid: ClassVar[TimeGrid] = KarrasGrid(7.0)
-
-    def __post_init__(self):
-        _check_real("eta", self.eta, 0.0)
-        _check_real("s_noise", self.s_noise, 0.0)
-        _check_real("r", self.r, 0.0, 1.0, open_low=True)
-        if self.noise not in ("brownian", "independent"):
-            raise ValueError(f"noise: expected 'brownian' or 'independent', got {self.noise!r}")
 
     @property
     def stochastic(self) -> bool:  # type: ignore[override]
@@ -101,7 +85,7 @@ class DPMSolverPPSDE(Sampler):
         return 2 * steps
 
     def check(self, sde, ts):
-        lam = sde._log_snr(ts.detach().to("cpu", torch.float64))
+        lam = sde.log_snr(ts.detach().to("cpu", torch.float64))
         if not bool(torch.isfinite(lam[:-1]).all()):
             raise ValueError(
                 "grid: DPMSolverPPSDE needs a finite log-SNR at every time but the last; use a grid with t > 0 before its end"
@@ -111,7 +95,7 @@ class DPMSolverPPSDE(Sampler):
         if not self.stochastic:
             return None
         # sigma_hat = e^{-lambda} at each step's start, stage and end, on the host (read once)
-        lams = ctx.lams
+        lams = ctx.half_log_snrs
         levels = [(math.exp(-a), math.exp(-(a + self.r * (b - a))), math.exp(-b)) for a, b in zip(lams[:-1], lams[1:])]
         # Brownian increments in sigma_hat over the grid's span (a tree source needs it)
         span = (min(lv[2] for lv in levels), levels[0][0])
@@ -130,7 +114,7 @@ class DPMSolverPPSDE(Sampler):
         return xi_1, (dw_1 + dw_2) / math.sqrt(s_cur - s_next)
 
     def step(self, ctx: SamplingContext, x: Tensor, i: int, state):
-        alpha, sigma, lam = ctx.alpha, ctx.sigma, ctx.lam
+        alpha, sigma, lam = ctx.alpha, ctx.sigma, ctx.half_log_snr
         x_hat = x / alpha[i]
         # D_i = D(x_hat_i; sigma_hat_i)
         denoised = ctx.denoised(x, i)
@@ -150,8 +134,8 @@ class DPMSolverPPSDE(Sampler):
         if increment is not None:
             x_s = x_s + (self.s_noise * up) * xi_1
         # step 3: D_s = D(x_hat_s; sigma_hat_s) at the time t_s of that noise level
-        t_s = ctx.sde._t_from_log_snr(2.0 * lam_s)
-        alpha_s = ctx.sde._marginal(t_s)[0]
+        t_s = ctx.sde.t_from_log_snr(2.0 * lam_s)
+        alpha_s = ctx.sde.marginal(t_s)[0]
         denoised_s = ctx.denoised_at(alpha_s * x_s, t_s)
         # D' = (1 - 1/(2r)) D_i + 1/(2r) D_s
         fac = 1.0 / (2.0 * self.r)

@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from .._checks import check_int
-from ..grids import TimeGrid, UniformLogSNR
+from .._checks import option
+from ..time_grids import TimeGrid, UniformLogSNR
 from .base import Sampler, SamplingContext
 
 __all__ = ["DPMSolverPP", "UniPC"]
@@ -30,12 +30,6 @@ __all__ = ["DPMSolverPP", "UniPC"]
 _LOWER_ORDER_FINAL_BELOW = 15
 #: a step more than this many times as long in lambda as the one before is taken with first order
 _MAX_STEP_RATIO = 2.0
-
-
-def _check_order(order: int) -> None:
-    check_int("order", order)
-    if order > 3:
-        raise ValueError(f"order: expected 1, 2 or 3, got {order!r}")
 
 
 def _step_order(order: int, i: int, ctx: SamplingContext, lower_order_final: bool) -> int:
@@ -59,7 +53,7 @@ def _step_order(order: int, i: int, ctx: SamplingContext, lower_order_final: boo
     if lower_order_final == "always" or (lower_order_final is True and final < _LOWER_ORDER_FINAL_BELOW):
         p = min(p, final - i)
     if p > 1:
-        lams = ctx.lams
+        lams = ctx.half_log_snrs
         if lams[i + 1] - lams[i] > _MAX_STEP_RATIO * (lams[i] - lams[i - 1]):
             p = 1
     if i == steps - 1 and ctx.ends_noise_free:
@@ -71,14 +65,9 @@ def _step_order(order: int, i: int, ctx: SamplingContext, lower_order_final: boo
 LOWER_ORDER_FINAL = (True, False, "always")
 
 
-def _check_lower_order_final(value) -> None:
-    if not any(value is c or (isinstance(c, str) and value == c) for c in LOWER_ORDER_FINAL):
-        raise ValueError(f"lower_order_final: expected one of {LOWER_ORDER_FINAL}, got {value!r}")
-
-
 def _check_finite_log_snr(sampler: Sampler, sde, ts: Tensor) -> None:
     """The exponential integrators divide by step sizes in lambda: only the last time may have sigma = 0."""
-    lam = sde._log_snr(ts.detach().to("cpu", torch.float64))
+    lam = sde.log_snr(ts.detach().to("cpu", torch.float64))
     if not bool(torch.isfinite(lam[:-1]).all()):
         raise ValueError(
             f"grid: {type(sampler).__name__} needs a finite log-SNR at every time but the last;"
@@ -143,20 +132,12 @@ class DPMSolverPP(Sampler):
     and `sample_dpmpp_3m_sde`.
     """
 
-    order: int = 2
-    lower_order_final: bool | str = True
-    eta: float = 0.0
-    d2: str = "taylor"
+    order: int = option(2, choices=(1, 2, 3))
+    lower_order_final: bool | str = option(True, choices=LOWER_ORDER_FINAL)
+    eta: float = option(0.0, ge=0.0, le=1.0)
+    d2: str = option("taylor", choices=("taylor", "half"))
     default_steps: ClassVar[int] = 20
     default_grid: ClassVar[TimeGrid] = UniformLogSNR()
-
-    def __post_init__(self):
-        _check_order(self.order)
-        _check_lower_order_final(self.lower_order_final)
-        if self.d2 not in ("taylor", "half"):
-            raise ValueError(f"d2: expected 'taylor' or 'half', got {self.d2!r}")
-        if isinstance(self.eta, bool) or not isinstance(self.eta, (int, float)) or not 0 <= self.eta <= 1:
-            raise ValueError(f"eta: expected a number in [0, 1], got {self.eta!r}")
 
     @property
     def stochastic(self) -> bool:  # type: ignore[override]
@@ -169,7 +150,7 @@ class DPMSolverPP(Sampler):
         return []  # (denoised, lambda) of previous steps, newest last
 
     def step(self, ctx: SamplingContext, x: Tensor, i: int, history: list):
-        lam, alpha, sigma = ctx.lam, ctx.alpha, ctx.sigma
+        lam, alpha, sigma = ctx.half_log_snr, ctx.alpha, ctx.sigma
         # m0 = x0_hat(x_i, t_i), kept for the next steps
         m0 = ctx.denoised(x, i)
         history.append(m0)
@@ -238,20 +219,12 @@ class UniPC(Sampler):
     Fast Sampling of Diffusion Models*, NeurIPS 2023, Algorithms 1-3 and appendix.
     """
 
-    order: int = 2
-    variant: str = "bh2"
-    lower_order_final: bool | str = True
-    corrector: bool = True
+    order: int = option(2, choices=(1, 2, 3))
+    variant: str = option("bh2", choices=("bh1", "bh2"))
+    lower_order_final: bool | str = option(True, choices=LOWER_ORDER_FINAL)
+    corrector: bool = option(True)
     default_steps: ClassVar[int] = 20
     default_grid: ClassVar[TimeGrid] = UniformLogSNR()
-
-    def __post_init__(self):
-        _check_order(self.order)
-        if self.variant not in ("bh1", "bh2"):
-            raise ValueError(f"variant: expected 'bh1' or 'bh2', got {self.variant!r}")
-        _check_lower_order_final(self.lower_order_final)
-        if not isinstance(self.corrector, bool):
-            raise TypeError(f"corrector: expected a bool, got {self.corrector!r}")
 
     def check(self, sde, ts):
         _check_finite_log_snr(self, sde, ts)
@@ -285,7 +258,7 @@ class UniPC(Sampler):
     def _update(self, ctx, x_s: Tensor, s: int, t: int, models: list, indices: list, order: int,
                 model_t: Tensor | None) -> Tensor:
         """UniP (model_t None) or UniC (model_t the new evaluation) from index s to index t."""
-        lam, alpha, sigma = ctx.lam, ctx.alpha, ctx.sigma
+        lam, alpha, sigma = ctx.half_log_snr, ctx.alpha, ctx.sigma
         m0 = models[-1]
         h = lam[t] - lam[s]
         rks, d1s = [], []

@@ -14,8 +14,8 @@ The grid is parametrised by its steps in the half-log-SNR $\lambda = \log(\alpha
 $\lambda_i = \lambda_T + (\lambda_{t_{\text{end}}} - \lambda_T)\sum_{k \le i} w_k$ with
 $w = \operatorname{softmax}(\theta)$, so every $\theta$ gives a strictly monotone grid with
 the ends fixed, for any SDE. $\theta$ starts from the best of the built-in grids
-([`UniformTime`][scoresde.grids.UniformTime], [`UniformLogSNR`][scoresde.grids.UniformLogSNR],
-[`KarrasGrid`][scoresde.grids.KarrasGrid]) on the pilot and is refined by Powell's
+([`UniformTime`][scoresde.time_grids.UniformTime], [`UniformLogSNR`][scoresde.time_grids.UniformLogSNR],
+[`KarrasGrid`][scoresde.time_grids.KarrasGrid]) on the pilot and is refined by Powell's
 derivative-free method (the samplers run without gradients). The cost is one tight solve
 of the pilot batch plus about `max_evals` runs of the sampler on it; the fitted grid then
 serves every later call with the same model, sampler and number of steps.
@@ -44,10 +44,10 @@ import torch
 from torch import Tensor
 
 from .._checks import check_float_tensor, check_int, check_positive_finite
-from ..grids import KarrasGrid, TimeGrid, UniformLogSNR, UniformTime, _half_log_snr, _sde_time_range
+from ..time_grids import KarrasGrid, TimeGrid, UniformLogSNR, UniformTime, _half_log_snr, _sde_time_range
 from .base import Sampler
 from .run import check_denoise, sample
-from .solver import ProbabilityFlow
+from .solver import ProbabilityFlowSampler
 
 __all__ = ["FittedGrid", "fit_grid"]
 
@@ -129,7 +129,7 @@ def fit_grid(
         steps: the number of steps $N \ge 2$.
         pilot: draws from the prior at $T$, `(B, ...)` (a few hundred to a few thousand;
             independent of the noise the grid will later be used with).
-        t_end: the grid's last time (default [`default_t_end`][scoresde.grids.default_t_end]);
+        t_end: the grid's last time (default [`default_t_end`][scoresde.time_grids.default_t_end]);
             it needs a finite log-SNR.
         denoise: the final step the sampler will be used with, as in
             [`sample`][scoresde.samplers.run.sample] (True or `"tweedie"`, `"flow"`, False);
@@ -166,7 +166,7 @@ def fit_grid(
         raise ValueError(f"t_end: a fitted grid needs a finite log-SNR at t_end, got t_end = {t_end!r} (use t_end > 0)")
 
     if reference is None:
-        reference = sample(sde, score, sampler=ProbabilityFlow(solvers.Dopri5(rtol=rtol, atol=atol)),
+        reference = sample(sde, score, sampler=ProbabilityFlowSampler(solvers.Dopri5(rtol=rtol, atol=atol)),
                            x_init=pilot, t_end=t_end, denoise=denoise)
     elif not isinstance(reference, Tensor) or reference.shape != pilot.shape:
         raise ValueError(
@@ -189,7 +189,7 @@ def fit_grid(
     def grid_of(theta: np.ndarray) -> Tensor | None:
         w = np.exp(theta - theta.max())
         lam = lam_T + (lam_end - lam_T) * np.concatenate([[0.0], np.cumsum(w / w.sum())])
-        ts = sde._t_from_log_snr(torch.from_numpy(2.0 * lam)).clamp(t_end, T)
+        ts = sde.t_from_log_snr(torch.from_numpy(2.0 * lam)).clamp(t_end, T)
         ts[0], ts[-1] = T, t_end
         # strictly decreasing also in the pilot's dtype (a float32 cast may merge two close times)
         return ts if bool((ts.to(pilot.dtype).diff() < 0).all()) else None

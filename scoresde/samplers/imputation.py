@@ -155,7 +155,7 @@ class Imputation(Sampler):
 
     Arguments:
         sampler: any sampler that steps on a fixed grid (every sampler but the adaptive
-            `ProbabilityFlow` and `AnnealedLangevin`, which take over the whole loop;
+            `ProbabilityFlowSampler` and `AnnealedLangevin`, which take over the whole loop;
             for Langevin-only imputation wrap `PredictorCorrector(None, LangevinCorrector(...))`).
         x_known: the observed data `(B, ...)`, on the state's device and dtype; values off
             the mask are ignored (may be NaN), those on it must be finite.
@@ -182,7 +182,7 @@ class Imputation(Sampler):
         if self.sampler.adaptive:
             raise TypeError(
                 f"sampler: {self.sampler!r} is adaptive and integrates without a grid, so there is no step after which"
-                " to replace the known part; use a fixed-step solver such as ProbabilityFlow(solvers.Heun())"
+                " to replace the known part; use a fixed-step solver such as ProbabilityFlowSampler(solvers.Heun())"
             )
         if type(self.sampler).step is Sampler.step:
             raise TypeError(

@@ -25,8 +25,8 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from .._checks import check_int
-from ..grids import TimeGrid, UniformLogSNR
+from .._checks import option
+from ..time_grids import TimeGrid, UniformLogSNR
 from .base import Sampler, SamplingContext
 
 __all__ = ["IPNDM", "ADAMS_BASHFORTH"]
@@ -55,14 +55,9 @@ class IPNDM(Sampler):
     for Diffusion Models on Manifolds*, ICLR 2022, eqs. (9), (12); diffusers' `IPNDMScheduler`.
     """
 
-    order: int = 4
+    order: int = option(4, choices=(1, 2, 3, 4))
     default_steps: ClassVar[int] = 20
     default_grid: ClassVar[TimeGrid] = UniformLogSNR()  # uniform t ends with a step long in lambda
-
-    def __post_init__(self):
-        check_int("order", self.order)
-        if self.order > 4:
-            raise ValueError(f"order: expected 1, 2, 3 or 4, got {self.order!r}")
 
     def init(self, ctx, x):
         return []  # the noise predictions of previous steps, newest last

@@ -16,7 +16,7 @@ import solvers
 import torch
 from torch import Tensor
 
-from .._checks import check_batched, check_int, check_positive_finite
+from .._checks import check_batched, check_int, check_positive_finite, option
 from .base import Sampler, SamplingContext
 
 __all__ = ["AnnealedLangevin", "ncsn_sigma_max", "ncsn_ratio", "ncsn_levels", "ncsn_step_size"]
@@ -46,20 +46,16 @@ class AnnealedLangevin(Sampler):
     Score-Based Generative Models*, NeurIPS 2020.
     """
 
-    n_steps_each: int = 100
-    step_lr: float = 2e-5
+    n_steps_each: int = option(100, ge=1)
+    step_lr: float = option(2e-5, gt=0.0)
     default_steps: ClassVar[int] = 9
     stochastic: ClassVar[bool] = True
-
-    def __post_init__(self):
-        check_int("n_steps_each", self.n_steps_each)
-        check_positive_finite("step_lr", self.step_lr)
 
     def evaluations(self, steps: int) -> int:
         return (steps + 1) * self.n_steps_each
 
     def check(self, sde, ts):
-        sigma_last = sde._marginal(ts[-1:].detach().to("cpu", torch.float64))[1].item()
+        sigma_last = sde.marginal(ts[-1:].detach().to("cpu", torch.float64))[1].item()
         if not sigma_last > 0:
             raise ValueError(
                 "grid: annealed Langevin dynamics scales its steps by sigma_t^2 / sigma_end^2 and needs"

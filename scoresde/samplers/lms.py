@@ -15,8 +15,8 @@ from typing import ClassVar
 import numpy as np
 from torch import Tensor
 
-from .._checks import check_int
-from ..grids import KarrasGrid, TimeGrid
+from .._checks import option
+from ..time_grids import KarrasGrid, TimeGrid
 from .base import Sampler, SamplingContext
 
 __all__ = ["LMS", "lms_coefficients"]
@@ -90,17 +90,10 @@ class LMS(Sampler):
     variable grids).
     """
 
-    order: int = 4
-    to_zero: bool = False
+    order: int = option(4, choices=(1, 2, 3, 4))
+    to_zero: bool = option(False)
     default_steps: ClassVar[int] = 20
     default_grid: ClassVar[TimeGrid] = KarrasGrid(7.0)
-
-    def __post_init__(self):
-        check_int("order", self.order)
-        if self.order > 4:
-            raise ValueError(f"order: expected one of (1, 2, 3, 4), got {self.order!r}")
-        if not isinstance(self.to_zero, bool):
-            raise TypeError(f"to_zero: expected a bool, got {self.to_zero!r}")
 
     def evaluations(self, steps: int) -> int:
         return steps + int(self.to_zero)

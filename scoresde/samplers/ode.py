@@ -16,21 +16,14 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ..grids import KarrasGrid, TimeGrid
+from .._checks import option
+from ..time_grids import KarrasGrid, TimeGrid
 from .base import Sampler, SamplingContext
 
 __all__ = ["DDIM", "EDMHeun"]
 
 #: how `EDMHeun(churn_per=...)` counts $N$ in $\gamma = \min(S_{churn}/N, \sqrt2 - 1)$
 CHURN_PER = ("step", "level")
-
-
-def _check_real(name: str, value: float, low: float, high: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}: expected a real number, got {value!r}")
-    if not (low <= value <= high) or math.isnan(value):
-        raise ValueError(f"{name}: expected a number in [{low}, {high}], got {value!r}")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -52,11 +45,8 @@ class DDIM(Sampler):
     Lu et al., *DPM-Solver*, NeurIPS 2022, section 4.1 (the equivalence).
     """
 
-    eta: float = 0.0
+    eta: float = option(0.0, ge=0.0, le=1.0)
     default_steps: ClassVar[int] = 50
-
-    def __post_init__(self):
-        _check_real("eta", self.eta, 0.0, 1.0)
 
     @property
     def stochastic(self) -> bool:  # type: ignore[override]
@@ -125,24 +115,14 @@ class EDMHeun(Sampler):
     Generative Models*, NeurIPS 2022, Algorithms 1 and 2.
     """
 
-    churn: float = 0.0
-    s_tmin: float = 0.0
-    s_tmax: float = math.inf
-    s_noise: float = 1.0
-    churn_per: str = "step"
-    to_zero: bool = False
+    churn: float = option(0.0, ge=0.0, finite=False)  # inf: the largest churn, gamma = sqrt(2) - 1
+    s_tmin: float = option(0.0, ge=0.0)
+    s_tmax: float = option(math.inf, ge="s_tmin", finite=False)
+    s_noise: float = option(1.0, ge=0.0)
+    churn_per: str = option("step", choices=CHURN_PER)
+    to_zero: bool = option(False)
     default_steps: ClassVar[int] = 18
     default_grid: ClassVar[TimeGrid] = KarrasGrid(7.0)
-
-    def __post_init__(self):
-        _check_real("churn", self.churn, 0.0)
-        _check_real("s_tmin", self.s_tmin, 0.0)
-        _check_real("s_tmax", self.s_tmax, self.s_tmin)
-        _check_real("s_noise", self.s_noise, 0.0)
-        if self.churn_per not in CHURN_PER:
-            raise ValueError(f"churn_per: expected one of {CHURN_PER}, got {self.churn_per!r}")
-        if not isinstance(self.to_zero, bool):
-            raise TypeError(f"to_zero: expected a bool, got {self.to_zero!r}")
 
     @property
     def stochastic(self) -> bool:  # type: ignore[override]
@@ -193,9 +173,9 @@ class EDMHeun(Sampler):
         s_up = torch.minimum((1.0 + gammas[i]) * s_cur, sigma_hat_max)
         # x^+ = x_i + sqrt(sigma^+^2 - sigma_i^2) S_noise z
         x_up = x_cur + (s_up**2 - s_cur**2).clamp(min=0).sqrt() * self.s_noise * ctx.randn()
-        t_up = torch.where(s_up > s_cur, ctx.sde._t_from_log_snr(-2.0 * torch.log(s_up)), ctx.ts[i])
+        t_up = torch.where(s_up > s_cur, ctx.sde.t_from_log_snr(-2.0 * torch.log(s_up)), ctx.ts[i])
         # D(x^+; sigma^+): Tweedie at the time t^+ of that noise level, on x = alpha(t^+) x^+
-        return x_up, s_up, ctx.denoised_at(ctx.sde._marginal(t_up)[0] * x_up, t_up)
+        return x_up, s_up, ctx.denoised_at(ctx.sde.marginal(t_up)[0] * x_up, t_up)
 
     def step(self, ctx: SamplingContext, x: Tensor, i: int, state):
         sigma_hat, gammas, sigma_hat_max = state
@@ -206,9 +186,9 @@ class EDMHeun(Sampler):
             s_up = torch.minimum((1.0 + gammas[i]) * s_cur, sigma_hat_max)
             # x^+ = x_i + sqrt(sigma^+^2 - sigma_i^2) S_noise z
             x_up = x_cur + (s_up**2 - s_cur**2).clamp(min=0).sqrt() * self.s_noise * ctx.randn()
-            t_up = torch.where(s_up > s_cur, ctx.sde._t_from_log_snr(-2.0 * torch.log(s_up)), ctx.ts[i])
+            t_up = torch.where(s_up > s_cur, ctx.sde.t_from_log_snr(-2.0 * torch.log(s_up)), ctx.ts[i])
             # D(x^+; sigma^+): Tweedie at the time t^+ of that noise level, on x = alpha(t^+) x^+
-            denoised = ctx.denoised_at(ctx.sde._marginal(t_up)[0] * x_up, t_up)
+            denoised = ctx.denoised_at(ctx.sde.marginal(t_up)[0] * x_up, t_up)
         else:
             s_up, x_up = s_cur, x_cur
             denoised = ctx.denoised(x, i)

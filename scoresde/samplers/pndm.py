@@ -24,7 +24,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from ..grids import TimeGrid, UniformTime
+from ..time_grids import TimeGrid, UniformTime
 from .base import Sampler, SamplingContext
 from .ipndm import ADAMS_BASHFORTH
 
@@ -60,7 +60,7 @@ class PNDM(Sampler):
     @staticmethod
     def _eps(ctx: SamplingContext, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """(eps_hat, sigma_t / alpha_t) at a 0-d time t: eps_hat = -sigma_t s(x, t)."""
-        alpha, sigma = ctx.sde._marginal(t)
+        alpha, sigma = ctx.sde.marginal(t)
         return -sigma * ctx.score_at(x, t), sigma / alpha
 
     def step(self, ctx: SamplingContext, x: Tensor, i: int, history: list):
@@ -84,7 +84,7 @@ class PNDM(Sampler):
             return transfer(eps, rho_n, alpha[i + 1]), denoised
         # PRK: the midpoint t_m = (t_i + t_{i+1}) / 2
         t_m = 0.5 * (ctx.ts[i] + ctx.ts[i + 1])
-        alpha_m, sigma_m = ctx.sde._marginal(t_m)
+        alpha_m, sigma_m = ctx.sde.marginal(t_m)
         rho_m = sigma_m / alpha_m
         # x1 = phi(x_i, e_1, t_i, t_m); e_2 = eps(x1, t_m)
         e_2, _ = self._eps(ctx, transfer(e_1, rho_m, alpha_m), t_m)

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from .._checks import check_int, check_positive_finite
+from .._checks import Options, option
 from .base import Sampler, SamplingContext
 
 __all__ = ["ReverseDiffusion", "Ancestral", "LangevinCorrector", "PredictorCorrector"]
@@ -74,13 +74,9 @@ class Ancestral(Sampler):
     Algorithm 2; Song et al., ICLR 2021, appendix F.
     """
 
-    variance: str = "posterior"
+    variance: str = option("posterior", choices=("posterior", "transition"))
     default_steps: ClassVar[int] = 1000
     stochastic: ClassVar[bool] = True
-
-    def __post_init__(self):
-        if self.variance not in ("posterior", "transition"):
-            raise ValueError(f"variance: expected 'posterior' or 'transition', got {self.variance!r}")
 
     def step(self, ctx: SamplingContext, x: Tensor, i: int, state: Any):
         a, v, _ = ctx.transition(i)
@@ -99,7 +95,7 @@ CORRECTOR_NORMS = ("sample", "noise", "batch")
 
 
 @dataclass(frozen=True)
-class LangevinCorrector:
+class LangevinCorrector(Options):
     r"""Langevin MCMC steps at a fixed noise level, with step sizes from a target signal-to-noise ratio.
 
     For $j = 1..M$ at time $t$: $g = \nabla\log p_t(x)$, $z \sim \mathcal N(0, I)$,
@@ -142,18 +138,10 @@ class LangevinCorrector:
     inequalities satisfied by the quantities of information of Fisher and Shannon*, 1959.
     """
 
-    snr: float = 0.16
-    n_steps: int = 1
-    norms: str = "sample"
-    max_step: float | None = 1.0
-
-    def __post_init__(self):
-        check_positive_finite("snr", self.snr)
-        check_int("n_steps", self.n_steps)
-        if self.norms not in CORRECTOR_NORMS:
-            raise ValueError(f"norms: expected one of {CORRECTOR_NORMS}, got {self.norms!r}")
-        if self.max_step is not None:
-            check_positive_finite("max_step", self.max_step)
+    snr: float = option(0.16, gt=0.0)
+    n_steps: int = option(1, ge=1)
+    norms: str = option("sample", choices=CORRECTOR_NORMS)
+    max_step: float | None = option(1.0, gt=0.0)
 
     def step_size(self, grad: Tensor, z: Tensor, sigma2: Tensor, alpha: Tensor | float) -> Tensor:
         r"""The step $\epsilon$ of each sample, `(B,)`, for the score `grad` and the noise `z` at noise level $\sigma_t^2$."""
@@ -192,7 +180,7 @@ class LangevinCorrector:
 class PredictorCorrector(Sampler):
     r"""Predictor-corrector sampling: a predictor step to $t_{i+1}$, then corrector steps at $t_{i+1}$.
 
-    Any one-step sampler predicts (`ReverseDiffusion`, `Ancestral`, `EulerMaruyama`, `DDIM`,
+    Any one-step sampler predicts (`ReverseDiffusion`, `Ancestral`, `ReverseSDESampler`, `DDIM`,
     ...); the [`LangevinCorrector`][scoresde.samplers.reverse.LangevinCorrector] corrects the
     marginal at the new time with score-based MCMC. `predictor=None` gives corrector-only
     sampling (Song et al.'s view of NCSN's annealed Langevin dynamics); `corrector=None`
@@ -213,19 +201,18 @@ class PredictorCorrector(Sampler):
 
     predictor: Sampler | None = ReverseDiffusion()
     corrector: LangevinCorrector | None = LangevinCorrector()
-    corrector_first: bool = False
+    corrector_first: bool = option(False)
     default_steps: ClassVar[int] = 1000
     stochastic: ClassVar[bool] = True
 
     def __post_init__(self):
+        super().__post_init__()
         if self.predictor is not None and not isinstance(self.predictor, Sampler):
             raise TypeError(f"predictor: expected a sampler instance or None, got {self.predictor!r}")
         if isinstance(self.predictor, PredictorCorrector):
             raise TypeError("predictor: a PredictorCorrector cannot be the predictor of another")
         if self.corrector is not None and not isinstance(self.corrector, LangevinCorrector):
             raise TypeError(f"corrector: expected a LangevinCorrector or None, got {self.corrector!r}")
-        if not isinstance(self.corrector_first, bool):
-            raise TypeError(f"corrector_first: expected a bool, got {self.corrector_first!r}")
         if self.predictor is None and self.corrector is None:
             raise ValueError("predictor, corrector: at least one of them must be given")
 

@@ -8,38 +8,24 @@ last step into zero noise. The defaults it applies live in
 from __future__ import annotations
 
 import inspect
-import numbers
 from typing import Any, Callable, Sequence
 
 import solvers
 import torch
 from torch import Tensor
 
-from .._checks import check_float_tensor, check_int, validation
-from ..grids import TimeGrid, check_grid
+from .._checks import check_float_tensor, check_int, check_shape
+from ..time_grids import TimeGrid, check_grid
 from . import defaults
+from ..sde import check_sde
 from .base import Sampler, SamplingContext, ScoreFn, StepInfo, as_noise_source
 
 __all__ = ["sample", "final_step", "check_denoise", "DENOISE_MODES", "check_steps", "check_device", "check_dtype",
            "check_score_callable", "check_progress"]
 
 
-def _check_shape(shape) -> tuple[int, ...]:
-    if isinstance(shape, torch.Size):
-        shape = tuple(shape)
-    if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
-        shape = (int(shape),)
-    if not isinstance(shape, (tuple, list)) or not shape:
-        raise TypeError(f"shape: expected a non-empty sequence of ints (B, ...), got {shape!r}")
-    if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in shape):
-        raise ValueError(f"shape: expected positive ints (B, ...), got {tuple(shape)!r}")
-    return tuple(int(s) for s in shape)
-
-
 def check_steps(name: str, steps: Any) -> int:
     """`steps` as a Python int >= 1 (numpy and other integral types accepted, as for `shape`)."""
-    if isinstance(steps, numbers.Integral) and not isinstance(steps, bool):
-        steps = int(steps)
     return check_int(name, steps)
 
 
@@ -243,9 +229,9 @@ def sample(
             defaults); its final step then counts among `steps`.
         steps: the number of steps $N \ge 1$ (default: the sampler's `default_steps`; for the
             default recipe, 20, the final step included, so $N$ evaluations).
-        grid: a [`TimeGrid`][scoresde.grids.TimeGrid] (default: the sampler's) or an explicit
+        grid: a [`TimeGrid`][scoresde.time_grids.TimeGrid] (default: the sampler's) or an explicit
             strictly decreasing 1-D tensor of times in $[0, T]$ (then `steps` is its length - 1).
-        t_end: the last time of the grid (default [`default_t_end`][scoresde.grids.default_t_end];
+        t_end: the last time of the grid (default [`default_t_end`][scoresde.time_grids.default_t_end];
             for the default recipe, [its own][scoresde.samplers.defaults.default_t_end]).
         generator: the noise source: None, a `torch.Generator`, an int seed, a list of seeds
             or generators with one per sample (a sample then does not depend on its batch:
@@ -275,17 +261,14 @@ def sample(
         x = scoresde.sample(sde, model, (64, 3, 32, 32), DPMSolverPP(order=3), steps=20, generator=0)
         ```
     """
-    from ..sde import SDE
-
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde: expected a scoresde.SDE (VPSDE, SubVPSDE, VESDE, ...), got {type(sde).__name__}")
+    check_sde("sde", sde)
     check_score_callable(score)
     check_progress(progress)
     if sampler is None:  # the default recipe: sampler, grid, end time and final step (see defaults.py)
         sampler, steps, grid, t_end, denoise = defaults.default_recipe(sde, steps, grid, t_end, denoise)
     if not isinstance(sampler, Sampler):
         raise TypeError(
-            "sampler: expected a sampler instance such as DDIM(), DPMSolverPP(order=2), EulerMaruyama(),"
+            "sampler: expected a sampler instance such as DDIM(), DPMSolverPP(order=2), ReverseSDESampler(),"
             f" got {sampler!r}"
         )
     denoise = check_denoise(denoise)
@@ -317,7 +300,7 @@ def sample(
     else:
         if shape is None:
             raise ValueError("shape: expected the batch shape (B, ...) when x_init is not given, got None")
-        shape = _check_shape(shape)
+        shape = check_shape("shape", shape)
         if device is None:
             device = generator.device if isinstance(generator, torch.Generator) else torch.device("cpu")
         device = check_device(device)
@@ -355,7 +338,7 @@ def sample(
     noise = as_noise_source(generator, shape[0])
     bar = _make_progress(progress, None if sampler.adaptive else sampler.moves(ts.numel() - 1), type(sampler).__name__)
     try:
-        with torch.no_grad(), validation(False):
+        with torch.no_grad():
             if x_init is None:
                 if type(noise).standard_normal is solvers.NoiseSource.standard_normal:
                     raise TypeError(

@@ -32,8 +32,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .._checks import check_int
-from ..grids import TimeGrid, UniformLogSNR
+from .._checks import option
+from ..time_grids import TimeGrid, UniformLogSNR
 from .base import Sampler, SamplingContext
 
 __all__ = ["SASolver", "exponential_lagrange_weights"]
@@ -93,35 +93,28 @@ class SASolver(Sampler):
     Proposition 4.2 (data-prediction form); diffusers' `SASolverScheduler`.
     """
 
-    predictor_order: int = 2
-    corrector_order: int = 2
-    tau: float = 1.0
+    predictor_order: int = option(2, choices=(1, 2, 3, 4))
+    corrector_order: int = option(2, choices=(1, 2, 3, 4))
+    tau: float = option(1.0, ge=0.0)
     tau_interval: tuple[float, float] | None = (0.2, 0.8)
-    lower_order_final: bool = True
+    lower_order_final: bool = option(True)
     default_steps: ClassVar[int] = 20
     default_grid: ClassVar[TimeGrid] = UniformLogSNR()  # uniform t ends with a step long in lambda
 
     def __post_init__(self):
-        for name in ("predictor_order", "corrector_order"):
-            check_int(name, getattr(self, name))
-            if getattr(self, name) > 4:
-                raise ValueError(f"{name}: expected 1, 2, 3 or 4, got {getattr(self, name)!r}")
-        if isinstance(self.tau, bool) or not isinstance(self.tau, (int, float)) or not 0 <= self.tau < math.inf:
-            raise ValueError(f"tau: expected a finite number >= 0, got {self.tau!r}")
+        super().__post_init__()
         if self.tau_interval is not None:
             ok = isinstance(self.tau_interval, tuple) and len(self.tau_interval) == 2 and all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.tau_interval)
             if not ok or not 0 <= self.tau_interval[0] <= self.tau_interval[1] <= 1:
                 raise ValueError(f"tau_interval: expected None or a pair (lo, hi) with 0 <= lo <= hi <= 1, got {self.tau_interval!r}")
-        if not isinstance(self.lower_order_final, bool):
-            raise TypeError(f"lower_order_final: expected a bool, got {self.lower_order_final!r}")
 
     @property
     def stochastic(self) -> bool:  # type: ignore[override]
         return self.tau > 0 and (self.tau_interval is None or self.tau_interval[1] >= self.tau_interval[0])
 
     def check(self, sde, ts):
-        lam = sde._log_snr(ts.detach().to("cpu", torch.float64))
+        lam = sde.log_snr(ts.detach().to("cpu", torch.float64))
         if not bool(torch.isfinite(lam[:-1]).all()):
             raise ValueError("grid: SASolver needs a finite log-SNR at every time but the last; use a grid with t > 0 before its end")
 
@@ -157,7 +150,7 @@ class SASolver(Sampler):
         return x_t
 
     def step(self, ctx: SamplingContext, x: Tensor, i: int, st: dict):
-        lams, models = ctx.lams, st["models"]
+        lams, models = ctx.half_log_snrs, st["models"]
         # the data prediction at the current (predicted) point
         m_cur = ctx.denoised(x, i)
         if i > 0:

@@ -31,8 +31,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .._checks import check_int
-from ..grids import TimeGrid, UniformLogSNR
+from .._checks import option
+from ..time_grids import TimeGrid, UniformLogSNR
 from .base import Sampler, SamplingContext
 
 __all__ = ["DPMSolverSinglestep", "singlestep_orders"]
@@ -88,23 +88,14 @@ class DPMSolverSinglestep(Sampler):
     prediction); diffusers' `DPMSolverSinglestepScheduler`.
     """
 
-    order: int = 2
-    solver_type: str = "midpoint"
-    lower_order_final: bool = True
+    order: int = option(2, choices=(1, 2, 3))
+    solver_type: str = option("midpoint", choices=("midpoint", "heun"))
+    lower_order_final: bool = option(True)
     default_steps: ClassVar[int] = 20
     default_grid: ClassVar[TimeGrid] = UniformLogSNR()
 
-    def __post_init__(self):
-        check_int("order", self.order)
-        if self.order > 3:
-            raise ValueError(f"order: expected 1, 2 or 3, got {self.order!r}")
-        if self.solver_type not in ("midpoint", "heun"):
-            raise ValueError(f"solver_type: expected 'midpoint' or 'heun', got {self.solver_type!r}")
-        if not isinstance(self.lower_order_final, bool):
-            raise TypeError(f"lower_order_final: expected a bool, got {self.lower_order_final!r}")
-
     def check(self, sde, ts):
-        lam = sde._log_snr(ts.detach().to("cpu", torch.float64))
+        lam = sde.log_snr(ts.detach().to("cpu", torch.float64))
         if not bool(torch.isfinite(lam[:-1]).all()):
             raise ValueError(
                 "grid: DPMSolverSinglestep needs a finite log-SNR at every time but the last;"
@@ -120,7 +111,7 @@ class DPMSolverSinglestep(Sampler):
         return {"orders": orders, "x_s": None, "s": 0, "models": []}
 
     def step(self, ctx: SamplingContext, x: Tensor, i: int, state: dict):
-        lam, alpha, sigma = ctx.lam, ctx.alpha, ctx.sigma
+        lam, alpha, sigma = ctx.half_log_snr, ctx.alpha, ctx.sigma
         p = state["orders"][i]
         # the data prediction at the current grid point
         m = ctx.denoised(x, i)

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .base import Sampler, SamplingContext
 
-__all__ = ["ReverseSDESampler", "ProbabilityFlow"]
+__all__ = ["ReverseSDESampler", "ProbabilityFlowSampler"]
 
 
 class _SolverStepping(Sampler):
@@ -83,7 +83,7 @@ class ReverseSDESampler(_SolverStepping):
 
 
 @dataclass(frozen=True)
-class ProbabilityFlow(_SolverStepping):
+class ProbabilityFlowSampler(_SolverStepping):
     r"""The probability-flow ODE $\dot x = f(t)x - \tfrac12 g(t)^2\nabla\log p_t(x)$ integrated by a `solvers` ODE method.
 
     A fixed-step solver (`Euler`, `Midpoint`, `Heun`, `RK4`) steps on the grid; an adaptive

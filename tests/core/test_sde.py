@@ -7,11 +7,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+import scoresde
 from scoresde import VESDE, VPSDE, SubVPSDE
-from scoresde._checks import validation
 
 from .conftest import make_sde, sde_names
-from .forward import ForwardProblem
 
 
 @given(name=sde_names, u=st.floats(0.02, 0.98))
@@ -138,13 +137,12 @@ def test_marginal_against_simulation(name):
     gen = torch.Generator().manual_seed(1234)
     m0, v0 = _start(sde, torch.tensor(x0))
     x = x0 + v0.sqrt() * torch.randn(n, 1, generator=gen)
-    problem = ForwardProblem(sde)
+    problem = sde.as_problem()
     ts = torch.linspace(0, sde.T, steps + 1)
-    with validation(False):
-        for t0, t1 in zip(ts[:-1], ts[1:]):
-            dt = t1 - t0
-            tb = t0.expand(n)
-            x = x + problem.drift(x, tb) * dt + problem.diffusion(x, tb) * dt.sqrt() * torch.randn(n, 1, generator=gen)
+    for t0, t1 in zip(ts[:-1], ts[1:]):
+        dt = t1 - t0
+        tb = t0.expand(n)
+        x = x + problem.drift(x, tb) * dt + problem.diffusion(x, tb) * dt.sqrt() * torch.randn(n, 1, generator=gen)
     m, v = _em_moments(sde, m0, v0, steps)
     assert abs(x.mean().item() - m.item()) < 4.5 * math.sqrt(v.item() / n)
     assert abs(x.var().item() - v.item()) < 4.5 * math.sqrt(2 / n) * v.item()
@@ -211,3 +209,42 @@ def test_cuda_keeps_device():
     assert sde.marginal(t)[0].device.type == "cuda"
     assert sde.reverse(lambda x, t: -x).drift(x, t).device.type == "cuda"
     assert sde.prior_sample((2, 3), device="cuda").device.type == "cuda"
+
+
+# ---------------------------------------------------------------------- a new SDE: the protocol only
+class _ConstantBetaVP(scoresde.SDE):
+    """The VP SDE with beta = 1 written as a user would: the five coefficient methods and the prior,
+    no stubs, no checks (alpha = e^{-t/2}, sigma^2 = 1 - e^{-t}, log-SNR = -t - log(1 - e^{-t}))."""
+
+    T = 1.0
+    prior_std = 1.0
+
+    def drift_coef(self, t):
+        return -0.5 * torch.ones_like(t)
+
+    def diffusion(self, t):
+        return torch.ones_like(t)
+
+    def marginal(self, t):
+        return torch.exp(-0.5 * t), torch.sqrt(-torch.expm1(-t))
+
+    def log_snr(self, t):
+        return -t - torch.log(-torch.expm1(-t))
+
+    def t_from_log_snr(self, log_snr):
+        return torch.nn.functional.softplus(-log_snr)  # e^{-t} = sigmoid(log_snr)
+
+
+def test_a_new_sde_needs_only_the_protocol():
+    """A subclass with the protocol alone takes numbers, compares by its parameters, and samples
+    exactly as the built-in VPSDE with the same (constant) beta, through the same entry point."""
+    toy, ref = _ConstantBetaVP(), VPSDE(beta_min=1.0, beta_max=1.0)
+    alpha, sigma = toy.marginal(0.3)  # a number becomes a tensor
+    torch.testing.assert_close((alpha, sigma), ref.marginal(torch.tensor(0.3)))
+    torch.testing.assert_close(toy.t_from_log_snr(toy.log_snr(0.3)), torch.tensor(0.3))
+    assert toy == _ConstantBetaVP() and repr(toy) == "_ConstantBetaVP()"
+    mix = scoresde.GaussianMixture(torch.tensor([[-1.0], [1.5]], dtype=torch.float64), torch.full((2, 1), 0.3, dtype=torch.float64))
+    xs = [scoresde.sample(s, mix.diffused(s).score, (64, 1), steps=10, generator=0, dtype=torch.float64) for s in (toy, ref)]
+    torch.testing.assert_close(xs[0], xs[1])
+    with pytest.raises(ValueError, match=r"t: expected times in \[0, T\] = \[0, 1.0\], got 1.5"):
+        toy.perturb(torch.zeros(2, 1), 1.5)  # checked at the entry point

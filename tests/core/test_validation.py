@@ -5,7 +5,6 @@ import torch
 
 import scoresde
 from scoresde import VESDE, VPSDE, GaussianMixture, SubVPSDE
-from scoresde._checks import validation
 from scoresde.vp_schedules import CosineSchedule, InterpolatedSchedule
 
 
@@ -33,27 +32,28 @@ def test_constructor_errors(call, exc, match):
 
 @pytest.mark.parametrize("sde", [VPSDE(), SubVPSDE(), VESDE()], ids=repr)
 def test_time_outside_horizon(sde):
+    """Times are checked at the entry points (here `perturb`; `sample`, the losses and
+    `log_likelihood` in their own tests), not by the coefficient protocol."""
     x = torch.randn(3, 2)
     with pytest.raises(ValueError, match=r"t: expected times in \[0, T\] = \[0, 1.0\], got 1.5"):
-        sde.marginal(1.5)
+        sde.perturb(x, 1.5)
     with pytest.raises(ValueError, match=r"got -0.25"):
         sde.perturb(x, torch.tensor([0.1, -0.25, 0.3]))
     with pytest.raises(ValueError, match="t: expected times"):
-        sde.drift(x, float("nan"))
+        sde.perturb(x, float("nan"))
 
 
-def test_validation_switch_skips_value_checks_only():
+def test_protocol_is_unchecked_and_takes_numbers():
+    """The coefficient methods are the SDE's unchecked protocol: a number becomes a tensor, a time
+    past T extrapolates (no host sync, no value check); shape checks of composite methods still run."""
     sde = VPSDE()
-    with validation(False):
-        sde.marginal(1.5)  # no value check: extrapolates
-        with pytest.raises(ValueError, match="batch"):  # shape checks still run
-            sde.drift(torch.randn(3, 2), torch.rand(4))
-    with pytest.raises(ValueError):
-        sde.marginal(1.5)
-    assert scoresde._checks.validation_enabled()
-    with pytest.raises(TypeError, match="enabled"):
-        with validation("no"):
-            pass
+    alpha, sigma = sde.marginal(1.5)
+    assert isinstance(alpha, torch.Tensor) and alpha.ndim == 0
+    torch.testing.assert_close(sde.marginal(torch.tensor(1.5)), (alpha, sigma))
+    torch.testing.assert_close(sde.t_from_log_snr(sde.log_snr(0.25)), torch.tensor(0.25))
+    with pytest.raises(ValueError, match="batch"):
+        sde.drift(torch.randn(3, 2), torch.rand(4))
+    assert not hasattr(scoresde, "validation")
 
 
 def test_batch_size_mismatch():
@@ -73,9 +73,9 @@ def test_integer_and_complex_tensors():
     with pytest.raises(TypeError, match=r"x0: expected a real floating-point tensor, got dtype torch.complex64"):
         sde.perturb(torch.ones(3, 2, dtype=torch.complex64), 0.5)
     with pytest.raises(TypeError, match=r"t: expected a real floating-point tensor, got dtype torch.int64"):
-        sde.marginal(torch.tensor([0, 1]))
+        sde.perturb(torch.ones(2, 2), torch.tensor([0, 1]))
     with pytest.raises(TypeError, match=r"t: expected a real number or a floating tensor, got True"):
-        sde.marginal(True)
+        sde.perturb(torch.ones(2, 2), True)
     with pytest.raises(TypeError, match=r"x: expected a torch.Tensor, got list"):
         sde.prior_logp([1.0, 2.0])
 
@@ -108,3 +108,41 @@ def test_mixture_errors():
         labelled.class_log_prob(torch.randn(4, 3), torch.tensor([0, 1, 0]))
     with pytest.raises(ValueError, match="y: no component has label 5"):
         labelled.condition(5)
+
+
+def test_declared_options():
+    """`option(...)` fields are checked by one `__post_init__`, with messages that name the
+    argument, the value and the expected kind, range or choices."""
+    import math
+    from dataclasses import dataclass
+
+    from scoresde._checks import Options, option
+
+    @dataclass(frozen=True)
+    class Toy(Options):
+        order: int = option(2, choices=(1, 2, 3))
+        final: bool | str = option(True, choices=(True, False, "always"))
+        eta: float = option(0.0, ge=0.0, le=1.0)
+        lo: float = option(0.0, ge=0.0)
+        hi: float = option(math.inf, ge="lo", finite=False)
+        cap: float | None = option(None, gt=0.0)
+        flag: bool = option(False)
+        n: int = option(1, ge=1)
+
+    Toy()
+    Toy(order=3, final="always", eta=1.0, lo=2.0, hi=2.0, cap=0.5, flag=True, n=7)
+    cases = [
+        (dict(order=4), ValueError, r"order: expected one of \(1, 2, 3\), got 4"),
+        (dict(order=2.0), TypeError, r"order: expected an int, got 2.0"),
+        (dict(final=1), ValueError, r"final: expected one of \(True, False, 'always'\), got 1"),  # 1 is not True
+        (dict(eta=1.5), ValueError, r"eta: expected a finite number in \[0, 1\], got 1.5"),
+        (dict(eta=math.nan), ValueError, r"eta: expected a finite number in \[0, 1\], got nan"),
+        (dict(eta="0"), TypeError, r"eta: expected a real number, got '0'"),
+        (dict(lo=1.0, hi=0.5), ValueError, r"hi: expected a number >= 1, got 0.5 \(lo = 1.0\)"),
+        (dict(cap=0.0), ValueError, r"cap: expected a finite number > 0, got 0.0"),
+        (dict(flag=0), TypeError, r"flag: expected a bool, got 0"),
+        (dict(n=0), ValueError, r"n: expected an int >= 1, got 0"),
+    ]
+    for kwargs, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            Toy(**kwargs)

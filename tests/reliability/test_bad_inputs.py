@@ -57,7 +57,7 @@ BAD_INPUTS = [
     ("VPSDE beta_min as a string", lambda: VPSDE(beta_min="0.1"), TypeError, r"beta_min: expected a real number, got '0.1'"),
     ("VPSDE infinite beta_max", lambda: VPSDE(beta_max=float("inf")), ValueError, r"beta_max: expected a finite number > 0"),
     ("VESDE sigma_max below sigma_min", lambda: VESDE(sigma_min=1.0, sigma_max=0.5), ValueError, r"sigma_max: .*got 0.5"),
-    ("marginal at t > T", lambda: VPSDE().marginal(1.5), ValueError, r"t: expected times in \[0, T\]"),
+    ("perturb at t > T", lambda: VPSDE().perturb(torch.zeros(2, 2), 1.5), ValueError, r"t: expected times in \[0, T\]"),
     ("perturb with an int tensor", lambda: VPSDE().perturb(torch.ones(3, 2, dtype=torch.long), 0.5), TypeError,
      r"x0: expected a real floating-point tensor, got dtype torch.int64"),
     ("perturb with noise of another shape", lambda: VPSDE().perturb(_x(3), 0.5, torch.randn(3, 3)), ValueError,

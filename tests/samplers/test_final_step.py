@@ -9,12 +9,12 @@ import torch
 
 import scoresde
 from scoresde import DDIM, DPMSolverPP, GaussianMixture
-from scoresde.samplers import ProbabilityFlow
+from scoresde.samplers import ProbabilityFlowSampler
 
 from ..conftest import devices
 from .conftest import SDES, ring
 
-TIGHT = ProbabilityFlow(solvers.Dopri5(1e-11, 1e-11))
+TIGHT = ProbabilityFlowSampler(solvers.Dopri5(1e-11, 1e-11))
 
 
 def t_at(sde, sigma_hat: float) -> float:
@@ -71,7 +71,7 @@ def test_flow_end_error_is_fourth_order_in_the_remaining_noise(name):
 def test_flow_end_is_the_midpoint_of_the_state_and_its_denoised_estimate(sde, sampler):
     exact = ring().diffused(sde)
     kw = dict(shape=(5, 2), sampler=sampler, steps=6, generator=0)
-    t_end = scoresde.grids.default_t_end(sde)
+    t_end = scoresde.time_grids.default_t_end(sde)
     alpha, _ = sde.marginal(t_end)
     seen_flow, seen_tweedie = [], []
     y = scoresde.sample(sde, exact.score, denoise="flow", callback=seen_flow.append, **kw)
@@ -88,7 +88,7 @@ def test_flow_end_is_the_midpoint_of_the_state_and_its_denoised_estimate(sde, sa
 def test_flow_end_into_a_noise_free_grid_end_changes_nothing():
     sde = SDES["vp"]()
     exact = ring().diffused(sde)
-    kw = dict(shape=(5, 2), sampler=DPMSolverPP(), steps=6, grid=scoresde.grids.UniformTime(), t_end=0.0, generator=0)
+    kw = dict(shape=(5, 2), sampler=DPMSolverPP(), steps=6, grid=scoresde.time_grids.UniformTime(), t_end=0.0, generator=0)
     torch.testing.assert_close(scoresde.sample(sde, exact.score, denoise="flow", **kw),
                                scoresde.sample(sde, exact.score, **kw), rtol=1e-12, atol=1e-12)
 

@@ -6,8 +6,8 @@ import torch
 
 import scoresde
 from scoresde import DDIM, VPSDE, DPMSolverPP, GaussianMixture, UniPC
-from scoresde.grids import KarrasGrid, UniformLogSNR, UniformTime
-from scoresde.samplers import FittedGrid, ProbabilityFlow, fit_grid
+from scoresde.time_grids import KarrasGrid, UniformLogSNR, UniformTime
+from scoresde.samplers import FittedGrid, ProbabilityFlowSampler, fit_grid
 
 from ..conftest import devices
 from .conftest import SDES, ring
@@ -28,7 +28,7 @@ def fitted(request):
     pilot = torch.randn(512, 2, generator=torch.Generator().manual_seed(1)) * sde.prior_std
     grid = fit_grid(sde, score, UniPC(order=2), STEPS, pilot, max_evals=150)
     x_T = torch.randn(4096, 2, generator=torch.Generator().manual_seed(2)) * sde.prior_std
-    flow = ProbabilityFlow(solvers.Dopri5(rtol=1e-8, atol=1e-8))
+    flow = ProbabilityFlowSampler(solvers.Dopri5(rtol=1e-8, atol=1e-8))
     ref = scoresde.sample(sde, score, sampler=flow, x_init=x_T, denoise=True)
     return sde, score, grid, x_T, ref
 
@@ -52,7 +52,7 @@ def test_fitted_grid_is_a_valid_time_grid(fitted):
     sde, score, grid, x_T, _ = fitted
     ts = grid(sde, STEPS)
     assert ts.dtype == torch.float64 and ts.shape == (STEPS + 1,)
-    assert ts[0].item() == sde.T and ts[-1].item() == grid.t_end == scoresde.grids.default_t_end(sde)
+    assert ts[0].item() == sde.T and ts[-1].item() == grid.t_end == scoresde.time_grids.default_t_end(sde)
     assert bool((ts.diff() < 0).all())
     # as a TimeGrid or as its tensor of times: the same samples
     a = scoresde.sample(sde, score, sampler=UniPC(order=2), steps=STEPS, grid=grid, x_init=x_T[:64], denoise=True)
@@ -80,7 +80,7 @@ def test_fit_uses_a_given_reference_and_never_ends_worse_than_its_start():
     sde = VPSDE()
     score = ring().diffused(sde).score
     pilot = torch.randn(128, 2, generator=torch.Generator().manual_seed(3))
-    ref = scoresde.sample(sde, score, sampler=ProbabilityFlow(solvers.Dopri5(1e-8, 1e-8)), x_init=pilot, denoise=True)
+    ref = scoresde.sample(sde, score, sampler=ProbabilityFlowSampler(solvers.Dopri5(1e-8, 1e-8)), x_init=pilot, denoise=True)
     grid = fit_grid(sde, score, DDIM(), 3, pilot, reference=ref, max_evals=5)
     assert grid.rms <= grid.rms_start
     assert grid.start in ("UniformTime", "UniformLogSNR", "KarrasGrid")
@@ -95,7 +95,7 @@ def test_fit_for_the_flow_end_measures_against_the_flow_end():
     score = ring().diffused(sde).score
     pilot = torch.randn(128, 2, generator=torch.Generator().manual_seed(4))
     grid = fit_grid(sde, score, DDIM(), 3, pilot, denoise="flow", max_evals=5)
-    ref = scoresde.sample(sde, score, sampler=ProbabilityFlow(solvers.Dopri5(1e-6, 1e-6)), x_init=pilot, denoise="flow")
+    ref = scoresde.sample(sde, score, sampler=ProbabilityFlowSampler(solvers.Dopri5(1e-6, 1e-6)), x_init=pilot, denoise="flow")
     x = scoresde.sample(sde, score, sampler=DDIM(), grid=grid.times, x_init=pilot, denoise="flow")
     assert grid.rms == pytest.approx((x - ref).pow(2).sum(1).mean().sqrt().item(), rel=1e-12)
 
@@ -107,7 +107,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="sampler: expected a deterministic fixed-step sampler, got the stochastic"):
         fit_grid(sde, score, DPMSolverPP(eta=1.0), 5, pilot)
     with pytest.raises(ValueError, match="got the adaptive"):
-        fit_grid(sde, score, ProbabilityFlow(solvers.Dopri5()), 5, pilot)
+        fit_grid(sde, score, ProbabilityFlowSampler(solvers.Dopri5()), 5, pilot)
     with pytest.raises(TypeError, match="sampler: expected a sampler instance"):
         fit_grid(sde, score, "unipc", 5, pilot)
     with pytest.raises(ValueError, match="steps: a fitted grid needs at least 2 steps"):

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from scoresde import VESDE, VPSDE, SubVPSDE
-from scoresde.grids import KarrasGrid, UniformLogSNR, UniformTime
-from scoresde.grids import check_grid, default_t_end
+from scoresde.time_grids import KarrasGrid, UniformLogSNR, UniformTime
+from scoresde.time_grids import check_grid, default_t_end
 
 
 @pytest.mark.parametrize("grid", [UniformTime(), KarrasGrid(), KarrasGrid(rho=3.0), UniformLogSNR()], ids=repr)

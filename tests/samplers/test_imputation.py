@@ -14,7 +14,7 @@ import torch
 from scipy.stats import chi2
 
 import scoresde
-from scoresde import VESDE, VPSDE, GaussianMixture, impute
+from scoresde import VPSDE, GaussianMixture, impute
 from scoresde.samplers import (
     DDIM,
     Ancestral,
@@ -24,7 +24,7 @@ from scoresde.samplers import (
     Imputation,
     LangevinCorrector,
     PredictorCorrector,
-    ProbabilityFlow,
+    ProbabilityFlowSampler,
     ReverseDiffusion,
     ReverseSDESampler,
     UniPC,
@@ -65,7 +65,7 @@ SAMPLERS = {
     "reverse-diffusion": (ReverseDiffusion(), 200),
     "euler-maruyama": (ReverseSDESampler(), 200),
     "stochastic-heun": (ReverseSDESampler(solvers.StochasticHeun()), 100),
-    "flow-heun": (ProbabilityFlow(), 50),
+    "flow-heun": (ProbabilityFlowSampler(), 50),
     "ddim": (DDIM(), 50),
     "ddim-eta1": (DDIM(eta=1.0), 100),
     "edm": (EDMHeun(), 30),
@@ -101,7 +101,7 @@ def test_samplers_without_a_per_step_method_are_refused_clearly():
     with pytest.raises(TypeError, match=r"sampler: AnnealedLangevin runs its own loop .* PredictorCorrector\(None"):
         Imputation(AnnealedLangevin(), x_known, mask)
     with pytest.raises(TypeError, match=r"sampler: .* is adaptive .* fixed-step solver"):
-        Imputation(ProbabilityFlow(solvers.Dopri5()), x_known, mask)
+        Imputation(ProbabilityFlowSampler(solvers.Dopri5()), x_known, mask)
     with pytest.raises(TypeError, match=r"sampler: an Imputation cannot wrap another Imputation"):
         Imputation(Imputation(DDIM(), x_known, mask), x_known, mask)
 

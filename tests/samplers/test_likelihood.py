@@ -9,7 +9,7 @@ import torch
 import scoresde
 from scoresde import VPSDE, GaussianMixture, log_likelihood
 from scoresde.likelihood import Hutchinson, bits_per_dim, dequantize
-from scoresde.samplers import ProbabilityFlow
+from scoresde.samplers import ProbabilityFlowSampler
 
 from ..conftest import devices
 from .conftest import ring
@@ -89,7 +89,7 @@ def test_fixed_step_solver_and_latent_round_trip():
     adaptive = log_likelihood(sde, exact.score, x, solver=solvers.Dopri5(1e-7, 1e-7))
     fixed = log_likelihood(sde, exact.score, x, solver=solvers.RK4(), steps=200)
     torch.testing.assert_close(fixed.log_prob, adaptive.log_prob, rtol=0, atol=2e-3)
-    back = scoresde.sample(sde, exact.score, sampler=ProbabilityFlow(solvers.Dopri5(1e-7, 1e-7)),
+    back = scoresde.sample(sde, exact.score, sampler=ProbabilityFlowSampler(solvers.Dopri5(1e-7, 1e-7)),
                            x_init=adaptive.latent, t_end=adaptive.t_eps)
     torch.testing.assert_close(back, x, rtol=0, atol=1e-4)
 

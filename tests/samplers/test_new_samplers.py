@@ -14,7 +14,7 @@ import torch
 
 import scoresde
 from scoresde import VESDE, VPSDE, GaussianMixture, SubVPSDE
-from scoresde.grids import KarrasGrid, UniformLogSNR
+from scoresde.time_grids import KarrasGrid, UniformLogSNR
 from scoresde.samplers import (
     DEIS,
     IPNDM,
@@ -22,7 +22,7 @@ from scoresde.samplers import (
     DPMSolverPPSDE,
     DPMSolverSinglestep,
     PNDM,
-    ProbabilityFlow,
+    ProbabilityFlowSampler,
     SASolver,
 )
 from scoresde.samplers.singlestep import singlestep_orders
@@ -296,7 +296,7 @@ def test_dpm_adaptive_is_k_diffusion(make_sde, order, tols):
 def test_dpm_adaptive_tolerance_buys_accuracy():
     """Tighter tolerances: more evaluations and a smaller (max) distance to the exact flow (Dormand-Prince at 1e-11)."""
     sde, exact, _, x_T = _vp_problem()
-    ref = scoresde.sample(sde, exact.score, sampler=ProbabilityFlow(solvers.Dopri5(1e-11, 1e-11)), x_init=x_T)
+    ref = scoresde.sample(sde, exact.score, sampler=ProbabilityFlowSampler(solvers.Dopri5(1e-11, 1e-11)), x_init=x_T)
     errs, nfes = [], []
     for rtol in (0.05, 0.005, 0.0005):
         n = []
@@ -346,7 +346,7 @@ def order_problem(request):
     sde = make()
     exact = GaussianMixture.ring(4, radius=2.0, std=0.5).diffused(sde)
     x_T = sde.prior_sample((64, 2), generator=torch.Generator().manual_seed(0))
-    ref = scoresde.sample(sde, exact.score, sampler=ProbabilityFlow(solvers.Dopri5(1e-11, 1e-11)), x_init=x_T,
+    ref = scoresde.sample(sde, exact.score, sampler=ProbabilityFlowSampler(solvers.Dopri5(1e-11, 1e-11)), x_init=x_T,
                           t_end=t_end)
     return sde, exact, x_T, t_end, ref
 
@@ -375,32 +375,32 @@ def test_new_samplers_reach_zero_noise():
 
 # ---------------------------------------------------------------------- bad input
 BAD = [
-    (lambda: DPMSolverSinglestep(order=4), ValueError, "order: expected 1, 2 or 3, got 4"),
+    (lambda: DPMSolverSinglestep(order=4), ValueError, r"order: expected one of \(1, 2, 3\), got 4"),
     (lambda: DPMSolverSinglestep(order=2.0), TypeError, "order"),
-    (lambda: DPMSolverSinglestep(solver_type="rk"), ValueError, "solver_type: expected 'midpoint' or 'heun', got 'rk'"),
+    (lambda: DPMSolverSinglestep(solver_type="rk"), ValueError, r"solver_type: expected one of \('midpoint', 'heun'\), got 'rk'"),
     (lambda: DPMSolverSinglestep(lower_order_final=1), TypeError, "lower_order_final: expected a bool, got 1"),
     (lambda: DEIS(order=0), ValueError, "order"),
-    (lambda: DEIS(order=5), ValueError, "order: expected 1, 2 or 3, got 5"),
+    (lambda: DEIS(order=5), ValueError, r"order: expected one of \(1, 2, 3\), got 5"),
     (lambda: DEIS(lower_order_final="yes"), TypeError, "lower_order_final: expected a bool"),
-    (lambda: IPNDM(order=5), ValueError, "order: expected 1, 2, 3 or 4, got 5"),
+    (lambda: IPNDM(order=5), ValueError, r"order: expected one of \(1, 2, 3, 4\), got 5"),
     (lambda: IPNDM(order="4"), TypeError, "order"),
-    (lambda: DPMSolverPPSDE(eta=-0.5), ValueError, r"eta: expected a number in \[0.0, inf\], got -0.5"),
+    (lambda: DPMSolverPPSDE(eta=-0.5), ValueError, r"eta: expected a finite number >= 0, got -0.5"),
     (lambda: DPMSolverPPSDE(eta="1"), TypeError, "eta: expected a real number, got '1'"),
-    (lambda: DPMSolverPPSDE(r=0.0), ValueError, r"r: expected a number in \(0.0, 1.0\], got 0.0"),
+    (lambda: DPMSolverPPSDE(r=0.0), ValueError, r"r: expected a finite number in \(0, 1\], got 0.0"),
     (lambda: DPMSolverPPSDE(s_noise=float("nan")), ValueError, "s_noise"),
-    (lambda: DPMSolverPPSDE(noise="tree"), ValueError, "noise: expected 'brownian' or 'independent', got 'tree'"),
-    (lambda: SASolver(predictor_order=5), ValueError, "predictor_order: expected 1, 2, 3 or 4, got 5"),
+    (lambda: DPMSolverPPSDE(noise="tree"), ValueError, r"noise: expected one of \('brownian', 'independent'\), got 'tree'"),
+    (lambda: SASolver(predictor_order=5), ValueError, r"predictor_order: expected one of \(1, 2, 3, 4\), got 5"),
     (lambda: SASolver(corrector_order=0), ValueError, "corrector_order"),
     (lambda: SASolver(tau=-1.0), ValueError, "tau: expected a finite number >= 0, got -1.0"),
     (lambda: SASolver(tau_interval=(0.8, 0.2)), ValueError, r"tau_interval: expected None or a pair \(lo, hi\)"),
     (lambda: SASolver(tau_interval=[0.2, 0.8]), ValueError, "tau_interval"),
     (lambda: SASolver(lower_order_final=None), TypeError, "lower_order_final: expected a bool, got None"),
-    (lambda: DPMSolverAdaptive(order=1), ValueError, "order: expected 2 or 3, got 1"),
+    (lambda: DPMSolverAdaptive(order=1), ValueError, r"order: expected one of \(2, 3\), got 1"),
     (lambda: DPMSolverAdaptive(rtol=-0.1), ValueError, "rtol"),
     (lambda: DPMSolverAdaptive(rtol=0.0, atol=0.0), ValueError, "rtol, atol: at least one of them must be positive"),
-    (lambda: DPMSolverAdaptive(h_init=0.0), ValueError, r"h_init: expected a number in \(0.0, inf\], got 0.0"),
+    (lambda: DPMSolverAdaptive(h_init=0.0), ValueError, r"h_init: expected a finite number > 0, got 0.0"),
     (lambda: DPMSolverAdaptive(accept_safety="0.8"), TypeError, "accept_safety: expected a real number"),
-    (lambda: DPMSolverAdaptive(max_steps=0), ValueError, "max_steps: expected a positive int, got 0"),
+    (lambda: DPMSolverAdaptive(max_steps=0), ValueError, "max_steps: expected an int >= 1, got 0"),
 ]
 
 

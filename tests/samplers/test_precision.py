@@ -51,7 +51,7 @@ from scoresde.samplers import (
     DPMSolverPPSDE,
     DPMSolverSinglestep,
     PNDM,
-    ProbabilityFlow,
+    ProbabilityFlowSampler,
     ReverseSDESampler,
     SASolver,
 )
@@ -77,8 +77,8 @@ SAMPLERS = [
     (Ancestral(), 50),
     (PredictorCorrector(corrector=LangevinCorrector(norms="noise")), 25),
     (ReverseSDESampler(), 50),
-    (ProbabilityFlow(), 20),
-    (ProbabilityFlow(solvers.Dopri5(1e-3, 1e-3)), None),
+    (ProbabilityFlowSampler(), 20),
+    (ProbabilityFlowSampler(solvers.Dopri5(1e-3, 1e-3)), None),
     (AnnealedLangevin(n_steps_each=3), 10),
     (DPMSolverSinglestep(order=3), 20),
     (DEIS(), 20),
@@ -155,7 +155,7 @@ def test_the_score_receives_the_state_dtype_and_coefficients_are_float32():
         seen.append((x.dtype, t.dtype))
         return -x
 
-    for sampler in (DPMSolverPP(), DPMSolverPPSDE(), ProbabilityFlow()):
+    for sampler in (DPMSolverPP(), DPMSolverPPSDE(), ProbabilityFlowSampler()):
         seen.clear()
         x = scoresde.sample(sde, score, (8, 2), sampler=sampler, steps=4, dtype=torch.bfloat16, generator=0, denoise=True)
         assert x.dtype == torch.bfloat16

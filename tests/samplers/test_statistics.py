@@ -28,8 +28,8 @@ from scoresde import (
     ReverseDiffusion,
     UniPC,
 )
-from scoresde.samplers import ProbabilityFlow, ReverseSDESampler
-from scoresde.grids import default_t_end
+from scoresde.samplers import ProbabilityFlowSampler, ReverseSDESampler
+from scoresde.time_grids import default_t_end
 
 from .conftest import SDES, ring
 
@@ -56,7 +56,7 @@ SAMPLERS = [
     (DPMSolverPP(order=2), 60, ("vp",)),
     (DPMSolverPP(order=2, eta=1.0), 200, ("ve",)),
     (DPMSolverPP(order=3, eta=0.5), 200, ("subvp",)),
-    (ProbabilityFlow(solvers.Dopri5(rtol=1e-6, atol=1e-6)), None, ("vp",)),
+    (ProbabilityFlowSampler(solvers.Dopri5(rtol=1e-6, atol=1e-6)), None, ("vp",)),
 ]
 
 

@@ -21,8 +21,8 @@ from scoresde import (
     SubVPSDE,
     UniPC,
 )
-from scoresde.grids import UniformLogSNR
-from scoresde.samplers import ProbabilityFlow, ReverseSDESampler
+from scoresde.time_grids import UniformLogSNR
+from scoresde.samplers import ProbabilityFlowSampler, ReverseSDESampler
 
 from .conftest import ring
 
@@ -166,7 +166,7 @@ ORDERS = [
     (EDMHeun(), 2.0, 0.25),
     (DPMSolverPP(order=2), 2.0, 0.3),
     (UniPC(order=2), 3.0, 0.4),  # UniP-2 with the corrector UniC has order 3
-    (ProbabilityFlow(solvers.RK4()), 4.0, 0.4),
+    (ProbabilityFlowSampler(solvers.RK4()), 4.0, 0.4),
 ]
 
 
@@ -178,7 +178,7 @@ def order_problem(request):
     exact = GaussianMixture.ring(4, radius=2.0, std=0.5).diffused(sde)
     x_T = sde.prior_sample((64, 2), generator=torch.Generator().manual_seed(0))
     ref = scoresde.sample(
-        sde, exact.score, sampler=ProbabilityFlow(solvers.Dopri5(1e-11, 1e-11)), x_init=x_T, t_end=t_end
+        sde, exact.score, sampler=ProbabilityFlowSampler(solvers.Dopri5(1e-11, 1e-11)), x_init=x_T, t_end=t_end
     )
     return sde, exact, x_T, t_end, ref
 
@@ -229,7 +229,7 @@ def test_edm_heun_is_karras_algorithm_2(sde, churn):
     written here from the exact denoiser and the SDE's inverse log-SNR, on a 5-step Karras grid."""
     exact = ring().diffused(sde)
     steps, s_noise = 5, 1.003
-    ts = scoresde.grids.KarrasGrid(7.0)(sde, steps)
+    ts = scoresde.time_grids.KarrasGrid(7.0)(sde, steps)
     x_T = sde.prior_sample((B, 2), generator=torch.Generator().manual_seed(0))
     sampler = EDMHeun(churn=churn, s_tmin=0.05, s_tmax=50.0, s_noise=s_noise)
     out = scoresde.sample(sde, exact.score, sampler=sampler, grid=ts, x_init=x_T, generator=torch.Generator().manual_seed(7))

@@ -111,7 +111,7 @@ def test_grids():
     torch.testing.assert_close(elementwise, torch.exp(-torch.linspace(0, 1, 6, dtype=F64)))
     with pytest.raises(ValueError, match="strictly monotone"):
         solvers.grid_from_fn(lambda u: torch.sin(6 * u), 10)
-    with pytest.raises(ValueError, match="n: expected an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="n: expected an int >= 1, got 0"):
         solvers.uniform_grid(0, 1, 0)
     with pytest.raises(ValueError, match="t1"):
         solvers.uniform_grid(1.0, 1.0, 4)
@@ -133,8 +133,8 @@ def test_bad_ts(ts, match):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(rtol=0.0), "rtol: expected a number > 0, got 0.0"),
-    (dict(atol=-1e-6), "atol: expected a number > 0, got -1e-06"),
+    (dict(rtol=0.0), "rtol: expected a finite number > 0, got 0.0"),
+    (dict(atol=-1e-6), "atol: expected a finite number > 0, got -1e-06"),
     (dict(rtol=float("nan")), "rtol: expected a finite number"),
     (dict(per_sample=1), "per_sample"),
     (dict(controller="pi"), "controller"),

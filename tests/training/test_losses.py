@@ -12,11 +12,10 @@ import pytest
 import torch
 from scipy import integrate, stats
 
-from scoresde import VESDE, VPSDE, DSMLoss, GaussianMixture, ScoreModel, SubVPSDE
+from scoresde import VESDE, VPSDE, DSMLoss, GaussianMixture, ScoreModel
 from scoresde.losses import (
     DDPMLoss,
     NCSNLoss,
-    ScoreModel,
     ddpm_loss,
     dsm_loss,
     eps_loss,

@@ -35,19 +35,19 @@ class RectifiedFlowLike(SDE):
 
     T = 1.0
 
-    def _drift_coef(self, t):
+    def drift_coef(self, t):
         return -1.0 / (1.0 - t)  # d log alpha / dt
 
-    def _diffusion(self, t):
+    def diffusion(self, t):
         return torch.sqrt(2.0 * t / (1.0 - t))  # g^2 = d sigma^2/dt - 2 f sigma^2
 
-    def _marginal(self, t):
+    def marginal(self, t):
         return 1.0 - t, t
 
-    def _log_snr(self, t):
+    def log_snr(self, t):
         return 2.0 * (torch.log1p(-t) - torch.log(t))
 
-    def _t_from_log_snr(self, lam):
+    def t_from_log_snr(self, lam):
         return torch.sigmoid(-0.5 * lam)
 
     @property
@@ -73,7 +73,7 @@ SDES = {
 def _autograd_derivatives(sde, t):
     """d alpha / dt and d sigma / dt of the closed-form marginal, by autograd, per time."""
     t = t.detach().clone().requires_grad_(True)
-    alpha, sigma = sde._marginal(t)
+    alpha, sigma = sde.marginal(t)
     out = []
     for c in (alpha, sigma):
         if not c.requires_grad:  # a constant coefficient (VE's alpha = 1)
@@ -124,7 +124,7 @@ def test_flow_conversions_round_trip_against_closed_forms(name, u, seed, space):
     g = torch.Generator().manual_seed(seed)
     x0, eps = torch.randn(4, 3, generator=g, dtype=D64), torch.randn(4, 3, generator=g, dtype=D64)
     t = torch.full((4,), u * sde.T, dtype=D64)
-    alpha, sigma = sde._marginal(t)
+    alpha, sigma = sde.marginal(t)
     a, s = alpha[:, None], sigma[:, None]
     x_t = a * x0 + s * eps
     da, ds = _autograd_derivatives(sde, t)  # independent of marginal_derivatives
@@ -145,14 +145,14 @@ def test_flow_score_model_is_exact_on_gaussian_data(name, target):
     exact = data.diffused(sde)
 
     def exact_flow(x, t):  # the probability-flow ODE's vector field f x - g^2/2 score
-        f, g2 = sde._drift_coef(t)[:, None], sde._diffusion(t)[:, None] ** 2
+        f, g2 = sde.drift_coef(t)[:, None], sde.diffusion(t)[:, None] ** 2
         return f * x - 0.5 * g2 * exact.score(x, t)
 
     model = ScoreModel(exact_flow, sde, prediction="flow")
     g = torch.Generator().manual_seed(1)
     t = (torch.rand(8, generator=g, dtype=D64) * 0.9 + 0.05) * sde.T
     x = exact.sample(8, t, generator=g)
-    alpha, sigma = sde._marginal(t)
+    alpha, sigma = sde.marginal(t)
     score = exact.score(x, t)
     want = {
         "score": score,
@@ -185,14 +185,14 @@ def test_flow_loss_is_the_velocity_error_and_the_score_loss_times_g4_over_4(name
     kw = dict(t=t, noise=noise, reduction="none")
     flow_model = ScoreModel(net, sde, prediction="flow")
     loss = flow_matching_loss(flow_model, x0, **kw)
-    alpha, sigma = sde._marginal(t)
+    alpha, sigma = sde.marginal(t)
     da, ds = _autograd_derivatives(sde, t)
     x_t = alpha[:, None] * x0 + sigma[:, None] * noise
     direct = (net(x_t, t) - (da[:, None] * x0 + ds[:, None] * noise)).square().mean(1)
     torch.testing.assert_close(loss, direct, rtol=1e-10, atol=1e-12)
     # The same objective in score space: lambda = g^4 / 4 times the score error.
     score_err = dsm_loss(flow_model.score, x0, sde, weighting="uniform", **kw)
-    g2 = sde._diffusion(t) ** 2
+    g2 = sde.diffusion(t) ** 2
     torch.testing.assert_close(loss, g2**2 / 4 * score_err, rtol=1e-8, atol=1e-12)
     # An eps-model of the same function trains on the same number.
     eps_model = ScoreModel(lambda x, t: flow_model.eps(x, t), sde, prediction="eps")
@@ -289,7 +289,7 @@ def test_edm_loss_is_lambda_times_denoiser_error_and_unit_weight_on_F(name):
     x0, noise = torch.randn(9, 3, generator=g, dtype=D64) * sd, torch.randn(9, 3, generator=g, dtype=D64)
     t = (torch.rand(9, generator=g, dtype=D64) * 0.9 + 0.05) * sde.T
     loss = edm_loss(model, x0, t=t, noise=noise, reduction="none", sigma_data=sd)
-    alpha, sigma = sde._marginal(t)
+    alpha, sigma = sde.marginal(t)
     sig = sigma / alpha
     x_tilde = x0 + sig[:, None] * noise  # EDM's variable
     D = EDMPreconditioning(F, sigma_data=sd).denoise(x_tilde, sig)
@@ -327,8 +327,8 @@ def test_proposals_draw_the_truncated_normal_log_snr(name, proposal):
     sde, t_min, n = SDES[name](), 1e-3, 20_000
     t = proposal.sample(sde, n, t_min=t_min, generator=torch.Generator().manual_seed(6), dtype=D64)
     assert t.shape == (n,) and bool(((t >= t_min) & (t <= sde.T)).all())
-    lam = sde._log_snr(t).numpy()
-    lo, hi = sde._log_snr(torch.tensor([sde.T, t_min], dtype=D64)).tolist()
+    lam = sde.log_snr(t).numpy()
+    lo, hi = sde.log_snr(torch.tensor([sde.T, t_min], dtype=D64)).tolist()
     ks = stats.kstest(lam, lambda v: _truncated_normal_cdf(v, proposal.mean, proposal.std, lo, hi))
     assert ks.pvalue > 1e-4, ks
     # The density of t integrates to one on [t_min, T] and matches the law of the draws.
@@ -379,7 +379,7 @@ def test_weighted_loss_expectation_is_the_stated_integral(name, prop, weighting,
     lam_fn = edm_weighting(sde, 0.5) if weighting == "edm" else "flow"
 
     def score(x, t):
-        alpha, sigma = sde._marginal(t)
+        alpha, sigma = sde.marginal(t)
         return -x / (alpha**2 * s_w**2 + sigma**2)[:, None]
 
     if space == "score":
@@ -393,21 +393,21 @@ def test_weighted_loss_expectation_is_the_stated_integral(name, prop, weighting,
     per_sample = loss(model, x0, generator=g)
     mc, se = per_sample.mean().item(), per_sample.std().item() / math.sqrt(n)
 
-    lam_w = DSMLoss(sde, lam_fn).lam  # the weighting lambda(t) the loss applies
+    lam_w = DSMLoss(sde, lam_fn).weight  # the weighting lambda(t) the loss applies
 
     def integrand(t):
         t = torch.tensor([t], dtype=D64)
-        alpha, sigma = sde._marginal(t)
+        alpha, sigma = sde.marginal(t)
         w = lam_w(sde, t, alpha, sigma)
         return (proposal.density(sde, t, t_min=t_min) * w * _linear_score_loss(alpha, sigma, s0, s_w)).item()
 
     # Quadrature in the log-SNR's standard score z, where the integrand is smooth.
-    lo, hi = sde._log_snr(torch.tensor([sde.T, t_min], dtype=D64)).tolist()
+    lo, hi = sde.log_snr(torch.tensor([sde.T, t_min], dtype=D64)).tolist()
     a, b = max((lo - proposal.mean) / proposal.std, -12.0), min((hi - proposal.mean) / proposal.std, 12.0)
 
     def in_z(z):
-        t = sde._t_from_log_snr(torch.tensor(proposal.mean + proposal.std * z, dtype=D64)).item()
-        dt_dz = proposal.std * sde._marginal(torch.tensor(t, dtype=D64))[1].item() ** 2 / sde._diffusion(torch.tensor(t, dtype=D64)).item() ** 2
+        t = sde.t_from_log_snr(torch.tensor(proposal.mean + proposal.std * z, dtype=D64)).item()
+        dt_dz = proposal.std * sde.marginal(torch.tensor(t, dtype=D64))[1].item() ** 2 / sde.diffusion(torch.tensor(t, dtype=D64)).item() ** 2
         return integrand(t) * dt_dz
 
     exact, err = integrate.quad(in_z, a, b, limit=400, epsabs=0, epsrel=1e-10)
@@ -472,9 +472,9 @@ def test_flow_loss_minimiser_is_the_exact_velocity(name):
     loss = lambda k: flow_matching_loss(ScoreModel(lambda x, t: k * x, sde, prediction="flow"), x0, t=t, noise=noise).item()  # noqa: E731
     l0, l1, l2 = loss(0.0), loss(1.0), loss(2.0)
     k_hat = 1.0 - 0.5 * (l2 - l0) / (l2 - 2 * l1 + l0)  # the vertex of the parabola through three points
-    alpha, sigma = sde._marginal(t[:1])
+    alpha, sigma = sde.marginal(t[:1])
     v_t = (alpha**2 * s0**2 + sigma**2).item()
-    f, half_g2 = sde._drift_coef(t[:1]).item(), 0.5 * sde._diffusion(t[:1]).item() ** 2
+    f, half_g2 = sde.drift_coef(t[:1]).item(), 0.5 * sde.diffusion(t[:1]).item() ** 2
     k_exact = f + half_g2 / v_t  # u* = f x - (g^2 / 2) score, score = -x / v_t
     x_t = alpha * x0 + sigma * noise
     da, ds = _autograd_derivatives(sde, t[:1])

@@ -174,7 +174,7 @@ def test_noisy_score_matching_at_fixed_times_is_the_closed_form(name, method):
     sde, s0, d, n = SDES[name](), 0.7, 2, 50_000
     g = torch.Generator().manual_seed(6)
     t = torch.full((n,), 0.4, dtype=D64)
-    alpha, sigma = sde._marginal(t[:1])
+    alpha, sigma = sde.marginal(t[:1])
     v_t = (alpha**2 * s0**2 + sigma**2).item()
     a = 1.3 / v_t  # not the minimiser 1 / v_t
     score = lambda x, t: -a * x  # noqa: E731
@@ -192,7 +192,7 @@ def test_noisy_score_matching_minimiser_is_the_diffused_score():
 
     def loss_at(scale):
         def score(x, t):
-            alpha, sigma = sde._marginal(t)
+            alpha, sigma = sde.marginal(t)
             return -scale * x / (alpha**2 * s0**2 + sigma**2)[:, None]
 
         return noisy_score_matching_loss(score, x0, sde, method="ism", generator=torch.Generator().manual_seed(8)).item()

@@ -6,9 +6,9 @@ $u \mapsto t(u)$ from $[0, 1]$ onto $[t_{\text{end}}, T]$ sampled at $u_i = i/N$
 
 | grid | evenly spaced in | reference |
 |---|---|---|
-| [`UniformTime`][scoresde.grids.UniformTime] | $t$ | Song et al. 2021 |
-| [`KarrasGrid`][scoresde.grids.KarrasGrid] | $\hat\sigma^{1/\rho}$, with $\hat\sigma = \sigma_t/\alpha_t$ | Karras et al. 2022, eq. (5) |
-| [`UniformLogSNR`][scoresde.grids.UniformLogSNR] | $\lambda_t = \log(\alpha_t/\sigma_t)$ | Lu et al. 2022 (DPM-Solver) |
+| [`UniformTime`][scoresde.time_grids.UniformTime] | $t$ | Song et al. 2021 |
+| [`KarrasGrid`][scoresde.time_grids.KarrasGrid] | $\hat\sigma^{1/\rho}$, with $\hat\sigma = \sigma_t/\alpha_t$ | Karras et al. 2022, eq. (5) |
+| [`UniformLogSNR`][scoresde.time_grids.UniformLogSNR] | $\lambda_t = \log(\alpha_t/\sigma_t)$ | Lu et al. 2022 (DPM-Solver) |
 
 The last two are defined through the SDE's log-SNR and its inverse, so they work for every
 SDE (VP, sub-VP, VE, any schedule) with no case distinction: $\hat\sigma_t = e^{-\lambda_t}$
@@ -47,7 +47,7 @@ def default_t_end(sde, eps: float = 1e-3) -> float:
     at $10^{-3} T$ for sampling and $10^{-5} T$ for likelihoods, as in Song et al. (2021).
     """
     eps = check_positive_finite("eps", eps)
-    lam0 = sde._log_snr(torch.zeros((), dtype=torch.float64))
+    lam0 = sde.log_snr(torch.zeros((), dtype=torch.float64))
     return 0.0 if math.isfinite(lam0.item()) else eps * sde.T
 
 
@@ -64,7 +64,7 @@ def _sde_time_range(sde, t_end: float | None) -> tuple[float, float]:
 
 
 def _half_log_snr(sde, t: Tensor) -> Tensor:
-    return 0.5 * sde._log_snr(t)
+    return 0.5 * sde.log_snr(t)
 
 
 def _from_unit(fn: Callable[[Tensor], Tensor], steps: int) -> Tensor:
@@ -98,7 +98,7 @@ class TimeGrid(abc.ABC):
         Arguments:
             sde: a [`SDE`][scoresde.SDE].
             steps: the number of steps $N \ge 1$ (the grid has $N + 1$ times).
-            t_end: the last time; default [`default_t_end`][scoresde.grids.default_t_end].
+            t_end: the last time; default [`default_t_end`][scoresde.time_grids.default_t_end].
             device, dtype: where and how the result is returned (default: CPU, float64).
 
         Returns:
@@ -131,7 +131,7 @@ class KarrasGrid(TimeGrid):
     variable (EDM's $\sigma$); the times come from the SDE's inverse log-SNR. $\rho = 7$
     concentrates steps at low noise (Karras et al. find it best for images); $\rho = 1$ is
     uniform in $\hat\sigma$ (for the VE SDE, uniform in $\sigma$), and $\rho \to \infty$
-    uniform in $\log\hat\sigma$ (see [`UniformLogSNR`][scoresde.grids.UniformLogSNR]).
+    uniform in $\log\hat\sigma$ (see [`UniformLogSNR`][scoresde.time_grids.UniformLogSNR]).
 
     Arguments:
         rho: the exponent $\rho > 0$, default 7.
@@ -158,7 +158,7 @@ class KarrasGrid(TimeGrid):
 
         def time_of(u: Tensor) -> Tensor:
             sigma_hat = (a + u * (b - a)) ** self.rho
-            return sde._t_from_log_snr(-2.0 * torch.log(sigma_hat)).clamp(t_end, T)
+            return sde.t_from_log_snr(-2.0 * torch.log(sigma_hat)).clamp(t_end, T)
 
         return _from_unit(time_of, steps)
 
@@ -184,7 +184,7 @@ class UniformLogSNR(TimeGrid):
             )
 
         def time_of(u: Tensor) -> Tensor:
-            return sde._t_from_log_snr(2.0 * (lam_T + u * (lam_end - lam_T))).clamp(t_end, T)
+            return sde.t_from_log_snr(2.0 * (lam_T + u * (lam_end - lam_T))).clamp(t_end, T)
 
         return _from_unit(time_of, steps)
 
