@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from ._checks import (
+    values_on_host,
     append_dims,
     as_tensor,
     as_time,
@@ -45,7 +46,7 @@ from ._checks import (
 )
 from .vp_schedules import CosineSchedule, LinearSchedule, VPSchedule
 
-__all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "ReverseSDE", "ProbabilityFlowODE", "ForwardSDE", "check_sde"]
+__all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "ReverseSDE", "ProbabilityFlowODE", "check_sde"]
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -64,6 +65,40 @@ def _accepting_numbers(method: Callable) -> Callable:
 
     wrapper._accepts_numbers = True  # type: ignore[attr-defined]
     return wrapper
+
+
+def _checked_inverse(method: Callable) -> Callable:
+    """`t_from_log_snr(self, log_snr)` that also takes a number, refuses (where its values are on
+    the host, so at no device synchronisation) a log-SNR outside the SDE's range or NaN, and
+    returns times clamped into [0, T]."""
+
+    @functools.wraps(method)
+    def wrapper(self, log_snr):
+        log_snr = log_snr if isinstance(log_snr, Tensor) else as_tensor(log_snr)
+        if values_on_host(log_snr):
+            _check_log_snr_range(self, log_snr)
+        return method(self, log_snr).clamp(0.0, float(self.T))
+
+    wrapper._accepts_numbers = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _check_log_snr_range(sde: "SDE", log_snr: Tensor) -> None:
+    ends = sde.__dict__.get("_log_snr_ends")
+    if ends is None:  # [lambda_T, lambda_0] (lambda_0 = inf where sigma_0 = 0), once per SDE
+        ends = tuple(sde.log_snr(torch.tensor([float(sde.T), 0.0], dtype=torch.float64)).tolist())
+        sde.__dict__["_log_snr_ends"] = ends
+    lo, hi = ends
+    # a few float32 roundings of slack: a log-SNR computed from float32 tables (a peer's sigma_max)
+    # rounds past the float64 end; such a value maps to the end itself
+    rel = 8 * torch.finfo(torch.float32).eps
+    bad = ~((log_snr >= lo - rel * (1.0 + abs(lo))) & (log_snr <= hi + rel * (1.0 + abs(hi))))
+    if bool(bad.any()):
+        first = log_snr[bad].flatten()[0].item() if log_snr.ndim else log_snr.item()
+        raise ValueError(
+            f"log_snr: expected a log-SNR in [log_snr(T), log_snr(0)] = [{lo:.6g}, {hi:.6g}], the range of"
+            f" {type(sde).__name__} on [0, T] = [0, {sde.T}], got {first!r}"
+        )
 
 
 class SDE(abc.ABC):
@@ -93,7 +128,8 @@ class SDE(abc.ABC):
         for name in PROTOCOL:
             method = cls.__dict__.get(name)
             if callable(method) and not getattr(method, "_accepts_numbers", False):
-                setattr(cls, name, _accepting_numbers(method))
+                wrap = _checked_inverse if name == "t_from_log_snr" else _accepting_numbers
+                setattr(cls, name, wrap(method))
 
     # ------------------------------------------------------------------ the protocol
     @abc.abstractmethod
@@ -204,10 +240,6 @@ class SDE(abc.ABC):
         if probability_flow:
             return ProbabilityFlowODE(self, score)
         return ReverseSDE(self, score)
-
-    def as_problem(self) -> "ForwardSDE":
-        """The forward SDE as a `solvers` problem (`drift(x, t)`, `diffusion(x, t)`)."""
-        return ForwardSDE(self)
 
     # ------------------------------------------------------------------ dunder
     def __eq__(self, other: object) -> bool:
@@ -432,23 +464,6 @@ def _score_drift(sde: SDE, score: ScoreFn, x: Tensor, t: Tensor, weight: float) 
     f = append_dims(sde.drift_coef(t), x.ndim)
     g2 = append_dims(sde.diffusion(t) ** 2, x.ndim)
     return f * x - weight * g2 * _checked_score(score, x, t)
-
-
-class ForwardSDE:
-    """The forward SDE as a `solvers` problem: `drift(x, t)` and `diffusion(x, t)`."""
-
-    noise_type = "additive"
-
-    def __init__(self, sde: SDE):
-        self.sde = sde
-
-    def drift(self, x: Tensor, t: Tensor) -> Tensor:
-        t = _time_like(t, x)
-        return append_dims(self.sde.drift_coef(t), x.ndim) * x
-
-    def diffusion(self, x: Tensor, t: Tensor) -> Tensor:
-        t = _time_like(t, x)
-        return append_dims(self.sde.diffusion(t), x.ndim).expand_as(x)
 
 
 class ReverseSDE:

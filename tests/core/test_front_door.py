@@ -26,9 +26,9 @@ DESIGN_NAMES = [
 ]  # fmt: skip
 
 SUBPACKAGES = [
-    "analytic", "chains", "flow", "grids", "guidance", "inpainting", "likelihood", "linear_sde",
+    "analytic", "chains", "flow", "guidance", "inpainting", "likelihood", "linear_sde",
     "losses", "nets", "noise_levels", "parameterization", "plotting", "preconditioning", "recipes",
-    "samplers", "score_matching", "sde", "training", "vp_schedules",
+    "samplers", "score_matching", "sde", "time_grids", "training", "vp_schedules",
 ]  # fmt: skip
 
 

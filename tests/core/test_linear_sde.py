@@ -43,6 +43,7 @@ from scoresde.samplers import ProbabilityFlowSampler, ReverseSDESampler
 from scoresde.time_grids import KarrasGrid, UniformLogSNR
 
 from .conftest import make_sde
+from .forward import ForwardProblem
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -142,7 +143,10 @@ def test_bisection_ends_dtype_and_nan():
     sde = TRIG()
     lam_T = sde.log_snr(sde.T).item()
     lam = torch.tensor([float("inf"), 50.0, lam_T - 3.0, float("nan"), 0.0], dtype=torch.float32)
-    t = sde.t_from_log_snr(lam)  # unchecked protocol: the bisection clamps to [0, T] and passes NaN through
+    with pytest.raises(ValueError, match="log_snr: expected a log-SNR in"):
+        sde.t_from_log_snr(lam)  # values on the host outside the SDE's range (and NaN) are refused
+    # the bisection itself (under the base's check) clamps to [0, T] and passes NaN through
+    t = type(sde).t_from_log_snr.__wrapped__(sde, lam)
     assert t.dtype == torch.float32
     assert t[0].item() == 0.0 and t[2].item() == pytest.approx(sde.T) and math.isnan(t[3].item())
     assert t[1].item() == pytest.approx(2 / math.pi * math.atan(math.exp(-25.0)), rel=1e-5)
@@ -155,7 +159,7 @@ def _simulate(sde, x0, t1, steps, n, seed):
     _, s0 = sde.marginal(0.0)
     x = x0 + s0 * torch.randn(n, 1, generator=gen)
     ts = torch.linspace(0.0, t1, steps + 1)
-    return solvers.integrate(sde.as_problem(), x, ts, solvers.EulerMaruyama(), noise=gen).x
+    return solvers.integrate(ForwardProblem(sde), x, ts, solvers.EulerMaruyama(), noise=gen).x
 
 
 @pytest.mark.parametrize("name, t1", [("trig", 0.9), ("rf", 0.9), ("edm", 3.0)])

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 import scoresde
 from scoresde import VESDE, VPSDE, SubVPSDE
 
-from .conftest import make_sde, sde_names
+from .conftest import make_sde
+from .forward import ForwardProblem, sde_names
 
 
 @given(name=sde_names, u=st.floats(0.02, 0.98))
@@ -137,7 +138,7 @@ def test_marginal_against_simulation(name):
     gen = torch.Generator().manual_seed(1234)
     m0, v0 = _start(sde, torch.tensor(x0))
     x = x0 + v0.sqrt() * torch.randn(n, 1, generator=gen)
-    problem = sde.as_problem()
+    problem = ForwardProblem(sde)
     ts = torch.linspace(0, sde.T, steps + 1)
     for t0, t1 in zip(ts[:-1], ts[1:]):
         dt = t1 - t0

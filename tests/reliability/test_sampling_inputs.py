@@ -124,8 +124,13 @@ BAD = [
     ("x0_to_score sigma = 0", lambda: x0_to_score(torch.zeros(4, 2), torch.zeros(4, 2), 1.0, 0), ValueError,
      r"sigma: x0_to_score divides by sigma"),
     ("eps_to_score sigma='1'", lambda: eps_to_score(torch.zeros(4, 2), "1"), TypeError, r"sigma: expected a real number or a tensor, got str"),
-    # -- SDE constructors (the coefficient protocol, t_from_log_snr included, is unchecked: its
-    # callers' entry points check the times)
+    # -- SDE constructors and t_from_log_snr (the coefficient protocol is unchecked, but for the
+    # inverse log-SNR whose values are on the host: it refuses values outside the SDE's range)
+    ("VE t_from_log_snr above log_snr(0)", lambda: VE.t_from_log_snr(100.0), ValueError,
+     r"log_snr: expected a log-SNR in \[log_snr\(T\), log_snr\(0\)\] = \[-5.99146, 9.21034\], the range of VESDE on \[0, T\] = \[0, 1.0\], got 100.0"),
+    ("VP t_from_log_snr below log_snr(T)", lambda: SDE.t_from_log_snr(torch.tensor([0.0, -50.0])), ValueError,
+     r"log_snr: expected a log-SNR in \[log_snr\(T\), log_snr\(0\)\] = \[-10.0\d*, inf\], .* got -50.0"),
+    ("t_from_log_snr NaN", lambda: SDE.t_from_log_snr(float("nan")), ValueError, r"log_snr: expected a log-SNR in .* got nan"),
     ("VPSDE beta_max with cosine", lambda: VPSDE(beta_max=10.0, schedule="cosine"), ValueError,
      r"beta_min, beta_max: only the linear schedule uses them, got beta_min=0.1, beta_max=10.0 with schedule='cosine'"),
     ("SubVPSDE beta_min with cosine", lambda: scoresde.SubVPSDE(beta_min=0.5, schedule="cosine"), ValueError,
