@@ -42,6 +42,7 @@ from . import (  # noqa: F401
     recipes,
     samplers,
     score_matching,
+    score_model,
     sde,
     time_grids,
     training,
@@ -54,7 +55,7 @@ from .inpainting import impute
 from .likelihood import log_likelihood
 from .linear_sde import EDM, LinearSDE, RectifiedFlow
 from .losses import DSMLoss
-from .parameterization import ScoreModel
+from .score_model import ScoreModel
 from .samplers import (
     LMS,
     DDIM,

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from . import parameterization as P
 from .sde import check_sde
 from ._checks import append_dims, check_batched, check_float_tensor
 
@@ -122,8 +123,6 @@ def to_flow(value: Tensor, x_t: Tensor, alpha, sigma, d_alpha, d_sigma, *, sourc
         alpha, sigma, d_alpha, d_sigma: $\alpha_t, \sigma_t, \dot\alpha_t, \dot\sigma_t$ (numbers or `(B,)`).
         source: the prediction type of `value`.
     """
-    from . import parameterization as P
-
     _check_space("source", source)
     _check_pair("value", value, x_t)
     if source == "eps":

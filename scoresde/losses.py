@@ -58,7 +58,7 @@ from torch import Tensor
 
 from .sde import check_sde
 from ._checks import append_dims, as_time, check_batched, check_finite_number, check_float_tensor, check_output
-from .parameterization import ScoreModel
+from .score_model import ScoreModel
 
 __all__ = [
     "WEIGHTINGS",

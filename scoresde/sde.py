@@ -109,7 +109,10 @@ class SDE(abc.ABC):
     `log_snr(t)` $= \log(\alpha_t^2/\sigma_t^2)$ and its inverse `t_from_log_snr(log_snr)`, and
     the property `prior_std`. They are unchecked: they receive tensors (a Python number is
     turned into one by [`as_tensor`][scoresde._checks.as_tensor], without value checks) and
-    return tensors shaped like them, so samplers call them inside their loops at no cost.
+    return tensors shaped like them, so samplers call them inside their loops at no cost. The
+    one exception is the inverse `t_from_log_snr`, which the base wraps: a log-SNR outside
+    $[\lambda_T, \lambda_0]$, or NaN, is refused when its values are on the host (a number or a
+    CPU tensor, so no device synchronisation), and the times are clamped into $[0, T]$.
     Times are checked once, at the entry points (`sample`, `impute`, `log_likelihood`, the
     losses, [`perturb`][scoresde.sde.SDE.perturb]). The composite methods `drift(x, t)`,
     `perturb`, `prior_sample`, `prior_logp` and `reverse` are shared, and broadcast through

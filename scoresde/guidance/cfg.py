@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from .._checks import as_time, check_batched, describe, check_output
-from ..parameterization import PREDICTIONS, ScoreModel, convert
+from ..parameterization import PREDICTIONS, convert
+from ..score_model import ScoreModel
 from ..sde import SDE
 from ._checks import ScoreFn, _check_callable, _check_output, _check_sde
 from .rescale import RESCALE_SPACES, _check_rescale, _rescale

@@ -28,7 +28,7 @@ DESIGN_NAMES = [
 SUBPACKAGES = [
     "analytic", "chains", "flow", "guidance", "inpainting", "likelihood", "linear_sde",
     "losses", "nets", "noise_levels", "parameterization", "plotting", "preconditioning", "recipes",
-    "samplers", "score_matching", "sde", "time_grids", "training", "vp_schedules",
+    "samplers", "score_matching", "score_model", "sde", "time_grids", "training", "vp_schedules",
 ]  # fmt: skip
 
 
