@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 import scoresde
 from scoresde import VESDE, VPSDE, SubVPSDE
 
-from .conftest import make_sde
-from .forward import ForwardProblem, sde_names
+from .conftest import make_sde, sde_names
+from .forward import ForwardProblem
 
 
 @given(name=sde_names, u=st.floats(0.02, 0.98))
