@@ -73,8 +73,10 @@ def _checked_inverse(method: Callable) -> Callable:
     returns times clamped into [0, T]."""
 
     @functools.wraps(method)
-    def wrapper(self, log_snr):
+    def wrapper(self, log_snr, check: bool = True):
         log_snr = log_snr if isinstance(log_snr, Tensor) else as_tensor(log_snr)
+        if not check:  # the inverse continued past [0, T] (EDM's churn above sigma_max)
+            return method(self, log_snr)
         if values_on_host(log_snr):
             _check_log_snr_range(self, log_snr)
         return method(self, log_snr).clamp(0.0, float(self.T))
@@ -112,7 +114,9 @@ class SDE(abc.ABC):
     return tensors shaped like them, so samplers call them inside their loops at no cost. The
     one exception is the inverse `t_from_log_snr`, which the base wraps: a log-SNR outside
     $[\lambda_T, \lambda_0]$, or NaN, is refused when its values are on the host (a number or a
-    CPU tensor, so no device synchronisation), and the times are clamped into $[0, T]$.
+    CPU tensor, so no device synchronisation), and the times are clamped into $[0, T]$;
+    `t_from_log_snr(log_snr, check=False)` is the bare inverse, continued past $[0, T]$ where the
+    subclass's formula is (EDM's churn raises the noise above $\sigma_{\max}$).
     Times are checked once, at the entry points (`sample`, `impute`, `log_likelihood`, the
     losses, [`perturb`][scoresde.sde.SDE.perturb]). The composite methods `drift(x, t)`,
     `perturb`, `prior_sample`, `prior_logp` and `reverse` are shared, and broadcast through

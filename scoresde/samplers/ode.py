@@ -173,7 +173,7 @@ class EDMHeun(Sampler):
         s_up = torch.minimum((1.0 + gammas[i]) * s_cur, sigma_hat_max)
         # x^+ = x_i + sqrt(sigma^+^2 - sigma_i^2) S_noise z
         x_up = x_cur + (s_up**2 - s_cur**2).clamp(min=0).sqrt() * self.s_noise * ctx.randn()
-        t_up = torch.where(s_up > s_cur, ctx.sde.t_from_log_snr(-2.0 * torch.log(s_up)), ctx.ts[i])
+        t_up = torch.where(s_up > s_cur, ctx.sde.t_from_log_snr(-2.0 * torch.log(s_up), check=False), ctx.ts[i])
         # D(x^+; sigma^+): Tweedie at the time t^+ of that noise level, on x = alpha(t^+) x^+
         return x_up, s_up, ctx.denoised_at(ctx.sde.marginal(t_up)[0] * x_up, t_up)
 
@@ -186,7 +186,7 @@ class EDMHeun(Sampler):
             s_up = torch.minimum((1.0 + gammas[i]) * s_cur, sigma_hat_max)
             # x^+ = x_i + sqrt(sigma^+^2 - sigma_i^2) S_noise z
             x_up = x_cur + (s_up**2 - s_cur**2).clamp(min=0).sqrt() * self.s_noise * ctx.randn()
-            t_up = torch.where(s_up > s_cur, ctx.sde.t_from_log_snr(-2.0 * torch.log(s_up)), ctx.ts[i])
+            t_up = torch.where(s_up > s_cur, ctx.sde.t_from_log_snr(-2.0 * torch.log(s_up), check=False), ctx.ts[i])
             # D(x^+; sigma^+): Tweedie at the time t^+ of that noise level, on x = alpha(t^+) x^+
             denoised = ctx.denoised_at(ctx.sde.marginal(t_up)[0] * x_up, t_up)
         else:
