@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from .._checks import as_time, check_batched, describe, check_output
-from ..parameterization import PREDICTIONS, convert
+from .. import flow
+from ..parameterization import MODEL_PREDICTIONS, convert
 from ..score_model import ScoreModel
 from ..sde import SDE
 from ._checks import ScoreFn, _check_callable, _check_output, _check_sde
@@ -25,8 +26,8 @@ from .scales import Scale, _check_scale, _needs_sde, _resolve_scale
 
 
 def _check_prediction(prediction: str, sde, rescale: float, rescale_space: str) -> None:
-    if prediction not in PREDICTIONS:
-        raise ValueError(f"prediction: expected one of {PREDICTIONS}, got {prediction!r}")
+    if prediction not in MODEL_PREDICTIONS:
+        raise ValueError(f"prediction: expected one of {MODEL_PREDICTIONS}, got {prediction!r}")
     if rescale_space not in RESCALE_SPACES:
         raise ValueError(f"rescale_space: expected one of {RESCALE_SPACES}, got {rescale_space!r}")
     if sde is not None:
@@ -70,11 +71,20 @@ class _LinearGuidance:
             return sigma / alpha
 
         weights = [_resolve_scale(n, s, x, level) for n, s in zip(self.names, self.scales)]
+        def to(value: Tensor, source: str, target: str) -> Tensor:
+            alpha, sigma = marginal()
+            if "flow" not in (source, target):
+                return convert(value, x, alpha, sigma, source=source, target=target)
+            # the flow-matching velocity: affine in the score too, with alpha_t', sigma_t' (scoresde.flow)
+            d_alpha, d_sigma = flow.marginal_derivatives(self.sde, as_time(t, like=x))
+            if source == "flow":
+                return flow.from_flow(value, x, alpha, sigma, d_alpha, d_sigma, target=target)
+            return flow.to_flow(value, x, alpha, sigma, d_alpha, d_sigma, source=source)
+
         space = self.rescale_space if self.rescale else self.prediction
         if space != self.prediction:  # guidance is affine-invariant; only the rescale needs another space
-            alpha, sigma = marginal()
-            uncond = convert(uncond, x, alpha, sigma, source=self.prediction, target=space)
-            conds = [convert(c, x, alpha, sigma, source=self.prediction, target=space) for c in conds]
+            uncond = to(uncond, self.prediction, space)
+            conds = [to(c, self.prediction, space) for c in conds]
         if len(conds) == 1:
             w = weights[0]
             # lerp: exactly uncond at w = 0 and exactly cond at w = 1
@@ -88,8 +98,7 @@ class _LinearGuidance:
                 raise ValueError(f"rescale: needs data (B, ...) with event dimensions, got x of shape {tuple(x.shape)}")
             out = _rescale(out, conds[0], self.rescale)
         if space != "score":
-            alpha, sigma = marginal()
-            out = convert(out, x, alpha, sigma, source=space, target="score")
+            out = to(out, space, "score")
         return out
 
     def __repr__(self) -> str:
@@ -142,7 +151,8 @@ def guided_score(
         scale: $w$: a finite number, a per-sample `(B,)` tensor, or a schedule of the noise
             level such as [`GuidanceInterval`][scoresde.guidance.GuidanceInterval] (needs `sde`).
         sde: the SDE, needed for `prediction != "score"`, schedules and the rescale.
-        prediction: what both models return: `"score"`, `"eps"`, `"x0"` or `"v"`.
+        prediction: what both models return: `"score"`, `"eps"`, `"x0"`, `"v"` or `"flow"` (the
+            flow-matching velocity of [`scoresde.flow`][scoresde.flow]).
         rescale: $\phi \in [0, 1]$ of guidance rescale (Lin et al. 2024); 0 switches it off.
         rescale_space: the prediction the rescale acts on: `"x0"` (default, the paper's
             formulation), `"eps"` or `"v"` (what implementations that rescale the network

@@ -45,7 +45,7 @@ def logits_net(x, t):
         (lambda: guided_score(S_U, S_C, "3"), TypeError, r"scale: expected a real number, got '3'"),
         (lambda: guided_score(S_U, "cond", 1.0), TypeError, r"cond: expected a callable cond\(x, t\), got str"),
         (lambda: guided_score(None, S_C, 1.0), TypeError, r"uncond: expected a callable"),
-        (lambda: guided_score(S_U, S_C, 1.0, prediction="noise"), ValueError, r"prediction: expected one of \('eps', 'score', 'x0', 'v'\), got 'noise'"),
+        (lambda: guided_score(S_U, S_C, 1.0, prediction="noise"), ValueError, r"prediction: expected one of \('eps', 'score', 'x0', 'v', 'flow'\), got 'noise'"),
         (lambda: guided_score(S_U, S_C, 1.0, prediction="eps"), ValueError, r"sde: needed to convert prediction='eps'"),
         (lambda: guided_score(S_U, S_C, 1.0, rescale=0.7), ValueError, r"sde: needed to apply the rescale in rescale_space='x0'"),
         (lambda: guided_score(S_U, S_C, 1.0, rescale=1.5), ValueError, r"rescale: expected phi in \[0, 1\], got 1.5"),
