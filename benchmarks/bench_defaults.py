@@ -331,19 +331,13 @@ def candidate(sampler, grid, t_end=None, denoise="flow"):
     return run
 
 
-def t_at_noise(sde, sigma_hat_end: float) -> float:
-    """The time where sigma_t/alpha_t = sigma_hat_end (0 where the SDE's noise at t = 0 is larger)."""
-    lam = torch.tensor(-2.0 * math.log(sigma_hat_end), dtype=torch.float64)
-    return max(float(sde.t_from_log_snr(lam).clamp(0.0, sde.T)), 0.0)
-
-
 def candidates() -> dict:
     """The recipes the default was chosen among (`--candidates`)."""
     from scoresde import DPMSolverPP, UniPC
     from scoresde.time_grids import KarrasGrid, UniformLogSNR, UniformTime
 
     def sigma_end(s):
-        return lambda sde, nfe: max(t_at_noise(sde, s), scoresde.time_grids.default_t_end(sde))
+        return lambda sde, nfe: max(scoresde.time_grids.t_at_noise_level(sde, s), scoresde.time_grids.default_t_end(sde))
 
     return {
         "2M log-SNR, t 1e-3, Tweedie": candidate(DPMSolverPP(), UniformLogSNR(), None, "tweedie"),

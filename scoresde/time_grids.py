@@ -36,7 +36,7 @@ from torch import Tensor
 
 from ._checks import check_int, check_positive_finite
 
-__all__ = ["TimeGrid", "UniformTime", "KarrasGrid", "UniformLogSNR", "default_t_end", "check_grid"]
+__all__ = ["TimeGrid", "UniformTime", "KarrasGrid", "UniformLogSNR", "default_t_end", "t_at_noise_level", "check_grid"]
 
 
 def default_t_end(sde, eps: float = 1e-3) -> float:
@@ -49,6 +49,19 @@ def default_t_end(sde, eps: float = 1e-3) -> float:
     eps = check_positive_finite("eps", eps)
     lam0 = sde.log_snr(torch.zeros((), dtype=torch.float64))
     return 0.0 if math.isfinite(lam0.item()) else eps * sde.T
+
+
+def t_at_noise_level(sde, sigma_hat: float) -> float:
+    r"""The time where $\hat\sigma_t = \sigma_t/\alpha_t$ equals `sigma_hat`, within $[0, T]$.
+
+    $t = \lambda^{-1}(-2\log\hat\sigma)$, with the log-SNR first clamped into the SDE's range
+    $[\lambda_T, \lambda_0]$: a level below the SDE's noise at $t = 0$ (a VE SDE's
+    $\sigma_{\min}$) gives $t = 0$, one above its noise at $T$ gives $T$.
+    """
+    sigma_hat = check_positive_finite("sigma_hat", sigma_hat)
+    lam_T, lam_0 = sde.log_snr(torch.tensor([float(sde.T), 0.0], dtype=torch.float64)).tolist()
+    lam = min(max(-2.0 * math.log(sigma_hat), lam_T), lam_0)
+    return float(sde.t_from_log_snr(torch.tensor(lam, dtype=torch.float64)))
 
 
 def _sde_time_range(sde, t_end: float | None) -> tuple[float, float]:

@@ -57,9 +57,6 @@ A sampler passed explicitly keeps its own defaults (its grid, no final step unle
 
 from __future__ import annotations
 
-import math
-
-import torch
 from torch import Tensor
 
 from .. import time_grids
@@ -94,9 +91,7 @@ def default_t_end(sde) -> float:
     [`default_t_end`][scoresde.time_grids.default_t_end] (VP: $10^{-3}T$, where $\hat\sigma = 0.0105$;
     sub-VP: $t = 0.027$, where its $\hat\sigma$ falls to 0.01, against $10^{-4}$ at $10^{-3}$; VE: 0,
     whose $\hat\sigma = \sigma_{\min}$)."""
-    lam = torch.tensor(-2.0 * math.log(DEFAULT_SIGMA_END), dtype=torch.float64)
-    t = float(sde.t_from_log_snr(lam).clamp(0.0, float(sde.T)))
-    return max(t, time_grids.default_t_end(sde))
+    return max(time_grids.t_at_noise_level(sde, DEFAULT_SIGMA_END), time_grids.default_t_end(sde))
 
 
 def default_sampler(sde) -> Sampler:

@@ -117,3 +117,14 @@ def test_default_is_as_good_as_the_best_peer_default():
     assert len(verdicts) == 4
     losses = [v for v in verdicts if v["verdict"] == "loss"]
     assert not losses, losses
+
+
+@pytest.mark.parametrize("sigma_min", [0.01, 0.05])
+def test_default_end_of_a_ve_sde_is_its_first_level(sigma_min):
+    """A VE SDE whose sigma_min is at or above the default end level (0.01) ends at t = 0, its
+    sigma_min, and the default run works there (the end is clamped into the SDE's range)."""
+    sde = VESDE(sigma_min=sigma_min, sigma_max=3.0)
+    assert defaults.default_t_end(sde) == 0.0
+    assert scoresde.time_grids.t_at_noise_level(sde, 10.0) == pytest.approx(sde.T)
+    x = scoresde.sample(sde, GaussianMixture.ring(4).diffused(sde).score, (8, 2), generator=0)
+    assert x.shape == (8, 2) and bool(torch.isfinite(x).all())
