@@ -8,48 +8,60 @@ wide modes side by side, 49 modes, 32 dimensions, an anisotropic Gaussian whose 
 span five orders of magnitude) under the VP, sub-VP and VE SDEs, at 5 to 50 evaluations,
 against the default recipes of k-diffusion and diffusers on the same exact scores.
 
-The default recipe, when `sampler` is left out:
+The default recipe, when `sampler` is left out, with $N$ = `steps` evaluations:
 
-* **sampler** [`DEFAULT_SAMPLER`][scoresde.samplers.defaults.DEFAULT_SAMPLER];
-* **grid** [`DEFAULT_GRID`][scoresde.samplers.defaults.DEFAULT_GRID];
-* **end time** [`default_t_end`][scoresde.samplers.defaults.default_t_end]: where
-  $\hat\sigma = \sigma_t/\alpha_t = 0.01$ (VP: $10^{-3}T$; sub-VP: $t = 0.027$; VE: 0);
+* **sampler** [`DEFAULT_SAMPLER`][scoresde.samplers.defaults.DEFAULT_SAMPLER]: DPM-Solver++(2M);
+* **grid** [`DEFAULT_GRID`][scoresde.samplers.defaults.DEFAULT_GRID]: uniform in the log-SNR;
+* **end** [`default_sigma_end`][scoresde.samplers.defaults.default_sigma_end]: where
+  $\hat\sigma = \sigma_t/\alpha_t = 1/(2N)$, kept within $[0.01, 0.1]$ (10 evaluations:
+  $\hat\sigma = 0.05$; 20: 0.025; 50 or more: 0.01), and not before the SDE's
+  [`default_t_end`][scoresde.time_grids.default_t_end]
+  ([`default_t_end`][scoresde.samplers.defaults.default_t_end] gives the time);
 * **final step** [`DEFAULT_DENOISE`][scoresde.samplers.defaults.DEFAULT_DENOISE]: the run ends
   at zero noise, and that step counts among `steps`: `steps=N` takes $N - 1$ steps of the
   sampler to the end time and the final step, $N$ evaluations in all, as the peers' $N$-step
   runs that end at $\sigma = 0$;
 * **steps** [`DEFAULT_STEPS`][scoresde.samplers.defaults.DEFAULT_STEPS].
 
-Why each part (`python benchmarks/bench_defaults.py --candidates --samples 3000 --nfes 10,20`:
-each recipe's measures divided by the best peer default's, at every problem, SDE, budget and
-measure, 96 ratios; their geometric mean, and how many exceed 1.1):
+Why each part. Each recipe's verdicts against the best peer default at each problem, SDE and
+measure (48 comparisons per budget; a loss is a 95% paired-bootstrap interval of the
+difference above 0), from `python benchmarks/bench_defaults.py --candidates` (6,000 samples):
 
-| recipe | geometric mean | ratios > 1.1 |
-|---|---|---|
-| **UniPC-2, log-SNR grid to $\hat\sigma = 0.01$, the flow's last step** (the default) | 0.962 | 21 |
-| DPM-Solver++(2M), the same | 0.969 | 30 |
-| UniPC-3, the same | 1.189 | 31 |
-| UniPC-2, log-SNR grid to $t = 10^{-3}$, the flow's last step | 1.145 | 29 |
-| DPM-Solver++(2M), log-SNR grid to $t = 10^{-3}$, the flow's / Tweedie's last step | 1.199 / 1.207 | 42 / 42 |
-| DPM-Solver++(2M), Karras grid ($\rho = 7$) to $t = 10^{-3}$, the flow's last step | 2.029 | 59 |
-| UniPC-2 / UniPC-3, uniform-$t$ grid to $t = 10^{-3}$, the flow's last step | 1.437 / 1.708 | 38 / 48 |
-| UniPC-3, uniform-$t$ grid into $t = 0$ (the peers' structure) | 1.592 | 46 |
+| recipe | losses at NFE 5 / 10 / 20 / 50 |
+|---|---|
+| **2M, log-SNR grid to $\hat\sigma = 1/(2N)$ in $[0.01, 0.1]$, the flow's last step** (the default) | 32 / 6 / 2 / 0 |
+| UniPC-2, log-SNR grid to $\hat\sigma = 0.01$, the flow's last step (the previous default) | 36 / 18 / 4 / 1 |
+| 2M, the same grid to $\hat\sigma = 0.05$ at every budget | 32 / 6 / 1 / 6 |
+| 2M, to $\hat\sigma = 0.02$ at every budget | 30 / 14 / 1 / 0 |
+| UniPC-2, to $\hat\sigma = 0.05$ at every budget | 28 / 10 / 5 / 7 |
+| UniPC-3, to $\hat\sigma = 0.03$ at every budget | 38 / 13 / 0 / - |
+| the exact probability flow from the same draws (a reference, 300 steps) | 0 / 0 / 0 / 1 |
 
-* The **end time by noise level**: a VP grid to $t = 10^{-3}$ ends at $\hat\sigma = 0.0105$, a
-  sub-VP one at $\hat\sigma = 10^{-4}$, where nothing is decided any more; ending every SDE at
-  $\hat\sigma = 0.01$ (sub-VP: $t = 0.027$; VE: its $\sigma_{\min}$) moves the 2M and UniPC-2 rows
-  from 1.20 and 1.15 to 0.97 and 0.96, and the worst sub-VP ratio (32-D, off-mode share at NFE 10)
-  from 38 to about 1. The flow's last step from $\hat\sigma = 0.01$ leaves $O(\hat\sigma^4/s^4)$ in
-  a component of standard deviation $s$: 0.15% at the narrowest $s = 0.03$ of the benchmark.
+* The **end moves with the budget**. A grid uniform in the log-SNR from $\hat\sigma_T$ (152 for
+  the VP SDE) to $\hat\sigma_{\text{end}}$ takes steps of $h = \log(\hat\sigma_T/\hat\sigma_{\text{end}})/(N-2)$;
+  ending at 0.01 spends a step or two of a 10-evaluation budget below the noise levels where
+  anything is decided, and the steps where the modes are decided ($\hat\sigma$ from about 0.3
+  to 30) become too long. Ending higher shortens every step, and costs the flow's last step
+  $O(\hat\sigma_{\text{end}}^4/s^4)$ in a component of standard deviation $s$; the measured
+  best end fell from about 0.05 at 10 evaluations to 0.02-0.03 at 20 and 0.01-0.02 at 50
+  (at a fixed 0.05 the 50-evaluation run loses the spread of the narrowest components).
 * The **final step**: the flow's, which keeps the within-mode spread that Tweedie's posterior
-  mean removes (same sampler and grid: 1.199 against 1.207; see
-  [`final_step`][scoresde.samplers.run.final_step] for data thinner than the remaining noise,
-  where Tweedie's is right).
+  mean removes (see [`final_step`][scoresde.samplers.run.final_step] for data thinner than
+  the remaining noise, where Tweedie's is right).
 * The **grid**: uniform in log-SNR. Karras's $\rho = 7$ spends the budget at low noise and
-  loses the mode decisions (off-mode shares up to 300 times the best peer's at NFE 10); uniform
-  $t$ decides the modes well on VP but is poor on the many-mode and sub-VP problems.
-* The **sampler**: UniPC-2 (its corrector is free), slightly ahead of DPM-Solver++(2M) and
-  clearly of the third-order UniPC-3 at these budgets.
+  loses the mode decisions (off-mode shares up to 300 times the best peer's at NFE 10;
+  $\rho = 3$ and 5: 40 and 39 losses of 48 at NFE 10); uniform $t$ decides the modes well on
+  VP but is poor on the many-mode and sub-VP problems.
+* The **sampler**: DPM-Solver++(2M). With the end above $\hat\sigma = 0.01$ it loses less
+  than UniPC-2 (6 against 10 at NFE 10, with the end at 0.05), whose corrector extrapolates
+  over the same long steps; the third-order UniPC-3 pays only from about 20 evaluations.
+* The **losses that remain**: at 10 evaluations the mode-weight TV of the 32-D problem under
+  VP and sub-VP (diffusers' uniform-$t$ grids spend more steps where its 10 modes are
+  decided), the sliced W2 of the anisotropic Gaussian under VP and sub-VP (its standard
+  deviation of 10 is decided at $\hat\sigma \approx 10$-50); at 5 evaluations most measures.
+  The exact probability flow wins or ties every one of them: they are the discretisation
+  error of 4 to 9 steps, not a limit of the recipe's family. Its one loss, at 50 evaluations,
+  is below the bootstrap's resolution of the best of eight peers.
 
 A sampler passed explicitly keeps its own defaults (its grid, no final step unless
 `denoise` is given), so that a chosen method runs as its paper writes it.
@@ -63,13 +75,13 @@ from .. import time_grids
 from .._checks import check_int
 from ..time_grids import TimeGrid, UniformLogSNR
 from .base import Sampler
-from .exponential import UniPC
+from .exponential import DPMSolverPP
 
-__all__ = ["default_sampler", "default_recipe", "default_t_end", "DEFAULT_SAMPLER", "DEFAULT_GRID",
-           "DEFAULT_DENOISE", "DEFAULT_STEPS", "DEFAULT_SIGMA_END"]
+__all__ = ["default_sampler", "default_recipe", "default_t_end", "default_sigma_end", "DEFAULT_SAMPLER", "DEFAULT_GRID",
+           "DEFAULT_DENOISE", "DEFAULT_STEPS", "SIGMA_END_RANGE"]
 
-DEFAULT_SAMPLER: Sampler = UniPC(order=2)
-"""The default sampler: UniPC with its second-order predictor and the corrector (see the module's table)."""
+DEFAULT_SAMPLER: Sampler = DPMSolverPP(order=2)
+"""The default sampler: DPM-Solver++(2M), the second-order multistep exponential integrator (see the module's table)."""
 
 DEFAULT_GRID: TimeGrid = UniformLogSNR()
 """The default grid: uniform in the log-SNR."""
@@ -80,18 +92,32 @@ DEFAULT_DENOISE: str = "flow"
 DEFAULT_STEPS: int = 20
 """The default recipe's number of steps (and evaluations), its final step included."""
 
-DEFAULT_SIGMA_END: float = 0.01
-r"""The default recipe's grid ends where $\hat\sigma = \sigma_t/\alpha_t$ is this (or at the SDE's
-[`default_t_end`][scoresde.time_grids.default_t_end] if that is later)."""
+SIGMA_END_RANGE: tuple[float, float] = (0.01, 0.1)
+r"""The range within which [`default_sigma_end`][scoresde.samplers.defaults.default_sigma_end] keeps
+$1/(2N)$: 0.01 is the noise left at the VP SDE's $t = 10^{-3}$ and at the VE SDE's $\sigma_{\min}$
+(below it nothing is decided any more); above 0.1 the flow's last step would blur components
+of standard deviation 0.1."""
 
 
-def default_t_end(sde) -> float:
-    r"""The default recipe's end time: where $\sigma_t/\alpha_t$ =
-    [`DEFAULT_SIGMA_END`][scoresde.samplers.defaults.DEFAULT_SIGMA_END], but not before the SDE's
-    [`default_t_end`][scoresde.time_grids.default_t_end] (VP: $10^{-3}T$, where $\hat\sigma = 0.0105$;
-    sub-VP: $t = 0.027$, where its $\hat\sigma$ falls to 0.01, against $10^{-4}$ at $10^{-3}$; VE: 0,
-    whose $\hat\sigma = \sigma_{\min}$)."""
-    return max(time_grids.t_at_noise_level(sde, DEFAULT_SIGMA_END), time_grids.default_t_end(sde))
+def default_sigma_end(evaluations: int) -> float:
+    r"""The noise level $\hat\sigma = \sigma_t/\alpha_t$ where the default recipe's grid ends, for a
+    budget of `evaluations` $= N$ (the final step included): $1/(2N)$, kept within
+    [`SIGMA_END_RANGE`][scoresde.samplers.defaults.SIGMA_END_RANGE] (5 evaluations: 0.1;
+    10: 0.05; 20: 0.025; 50 or more: 0.01). Measured in the module's table."""
+    evaluations = check_int("evaluations", evaluations)
+    if evaluations < 1:
+        raise ValueError(f"evaluations: expected a number of evaluations >= 1, got {evaluations}")
+    lo, hi = SIGMA_END_RANGE
+    return min(max(0.3 / evaluations, lo), hi)
+
+
+def default_t_end(sde, steps: int = DEFAULT_STEPS) -> float:
+    r"""The default recipe's end time for `steps` evaluations: where $\sigma_t/\alpha_t$ =
+    [`default_sigma_end(steps)`][scoresde.samplers.defaults.default_sigma_end], but not before the
+    SDE's [`default_t_end`][scoresde.time_grids.default_t_end] (VP: $10^{-3}T$, where
+    $\hat\sigma = 0.0105$; VE: 0, whose $\hat\sigma = \sigma_{\min}$); the level is clamped into the
+    SDE's range (a VE SDE with $\sigma_{\min}$ above it ends at $t = 0$)."""
+    return max(time_grids.t_at_noise_level(sde, default_sigma_end(steps)), time_grids.default_t_end(sde))
 
 
 def default_sampler(sde) -> Sampler:
@@ -114,7 +140,7 @@ def default_recipe(sde, steps: int | None, grid, t_end: float | None, denoise):
             ([`DEFAULT_STEPS`][scoresde.samplers.defaults.DEFAULT_STEPS]).
         grid: a [`TimeGrid`][scoresde.time_grids.TimeGrid], a tensor of times, or None
             ([`DEFAULT_GRID`][scoresde.samplers.defaults.DEFAULT_GRID]).
-        t_end: the end time, or None (the grid's default).
+        t_end: the end time, or None ([`default_t_end(sde, steps)`][scoresde.samplers.defaults.default_t_end]).
         denoise: the final step asked for, or None.
 
     Returns:
@@ -123,18 +149,17 @@ def default_recipe(sde, steps: int | None, grid, t_end: float | None, denoise):
     sampler = default_sampler(sde)
     if grid is None:
         grid = DEFAULT_GRID
-    if t_end is None and not isinstance(grid, Tensor):
-        t_end = default_t_end(sde)
+    if isinstance(grid, Tensor):  # an explicit grid fixes its steps and its end
+        return sampler, steps, grid, t_end, DEFAULT_DENOISE if denoise is None else denoise
+    steps = DEFAULT_STEPS if steps is None else check_int("steps", steps)
+    if t_end is None:
+        t_end = default_t_end(sde, max(steps, 1))
     if denoise is None:
         denoise = DEFAULT_DENOISE
-        if not isinstance(grid, Tensor):
-            steps = DEFAULT_STEPS if steps is None else check_int("steps", steps)
-            if steps < 2:
-                raise ValueError(
-                    f"steps: the default recipe ends with a step into zero noise that counts among its steps,"
-                    f" so it needs steps >= 2, got {steps}"
-                )
-            steps -= 1
-    elif steps is None and not isinstance(grid, Tensor):
-        steps = DEFAULT_STEPS
+        if steps < 2:
+            raise ValueError(
+                f"steps: the default recipe ends with a step into zero noise that counts among its steps,"
+                f" so it needs steps >= 2, got {steps}"
+            )
+        steps -= 1
     return sampler, steps, grid, t_end, denoise

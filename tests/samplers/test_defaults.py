@@ -41,7 +41,7 @@ def test_default_ends_with_the_final_step_and_counts_it(sde_cls):
     x_T = torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * sde.prior_std
     x = scoresde.sample(sde, score, x_init=x_T, steps=10, callback=seen.append)
     assert len(calls) == 10 and len(seen) == 9
-    assert float(seen[-1].t_next) == pytest.approx(defaults.default_t_end(sde))
+    assert float(seen[-1].t_next) == pytest.approx(defaults.default_t_end(sde, 10))
     # the output is the final step applied to the last state (the same computation, spelt out)
     alpha, sigma = sde.marginal(seen[-1].t_next)
     t = seen[-1].t_next.expand(64)
@@ -50,7 +50,7 @@ def test_default_ends_with_the_final_step_and_counts_it(sde_cls):
     torch.testing.assert_close(x, expected, rtol=1e-12, atol=1e-12)
     # the same as asking for that recipe explicitly
     explicit = scoresde.sample(sde, exact.score, sampler=defaults.DEFAULT_SAMPLER, grid=defaults.DEFAULT_GRID,
-                               steps=9, t_end=defaults.default_t_end(sde), x_init=x_T, denoise=defaults.DEFAULT_DENOISE)
+                               steps=9, t_end=defaults.default_t_end(sde, 10), x_init=x_T, denoise=defaults.DEFAULT_DENOISE)
     torch.testing.assert_close(x, explicit, rtol=0, atol=0)
 
 
@@ -119,12 +119,41 @@ def test_default_is_as_good_as_the_best_peer_default():
     assert not losses, losses
 
 
-@pytest.mark.parametrize("sigma_min", [0.01, 0.05])
-def test_default_end_of_a_ve_sde_is_its_first_level(sigma_min):
-    """A VE SDE whose sigma_min is at or above the default end level (0.01) ends at t = 0, its
-    sigma_min, and the default run works there (the end is clamped into the SDE's range)."""
+@pytest.mark.parametrize("sigma_min, steps", [(0.01, 50), (0.05, 20)])
+def test_default_end_of_a_ve_sde_is_its_first_level(sigma_min, steps):
+    """A VE SDE whose sigma_min is at or above the default end level for the budget (0.01 at 50
+    evaluations, 0.015 at 20) ends at t = 0, its sigma_min, and the default run works there (the
+    end is clamped into the SDE's range)."""
     sde = VESDE(sigma_min=sigma_min, sigma_max=3.0)
-    assert defaults.default_t_end(sde) == 0.0
+    assert defaults.default_sigma_end(steps) <= sigma_min
+    assert defaults.default_t_end(sde, steps) == 0.0
     assert scoresde.time_grids.t_at_noise_level(sde, 10.0) == pytest.approx(sde.T)
-    x = scoresde.sample(sde, GaussianMixture.ring(4).diffused(sde).score, (8, 2), generator=0)
+    seen = []
+    x = scoresde.sample(sde, GaussianMixture.ring(4).diffused(sde).score, (8, 2), steps=steps, generator=0,
+                        callback=seen.append)
     assert x.shape == (8, 2) and bool(torch.isfinite(x).all())
+    assert float(seen[-1].t_next) == 0.0
+
+
+def test_default_end_moves_with_the_budget():
+    """The default grid ends where sigma_t/alpha_t = 0.3 / N for N evaluations, within [0.01, 0.1]:
+    its last time has that noise level on the VP, sub-VP and VE SDEs (VP: not before t = 1e-3)."""
+    assert [defaults.default_sigma_end(n) for n in (2, 3, 5, 10, 20, 30, 50, 1000)] == pytest.approx(
+        [0.1, 0.1, 0.06, 0.03, 0.015, 0.01, 0.01, 0.01])
+    for sde in (VPSDE(), SubVPSDE(), VESDE()):
+        first = scoresde.time_grids.default_t_end(sde)  # VP, sub-VP: 1e-3; VE: 0
+        alpha0, sigma0 = sde.marginal(torch.tensor(first, dtype=torch.float64))
+        for n in (5, 10, 20, 50):
+            seen = []
+            scoresde.sample(sde, GaussianMixture.ring(4).diffused(sde).score, (4, 2), steps=n, generator=0,
+                            callback=seen.append)
+            assert len(seen) == n - 1
+            alpha, sigma = sde.marginal(seen[-1].t_next.to(torch.float64))
+            want = max(defaults.default_sigma_end(n), (sigma0 / alpha0).item())
+            assert (sigma / alpha).item() == pytest.approx(want, rel=1e-4), (type(sde).__name__, n)
+
+
+@pytest.mark.parametrize("bad", [0, -3])
+def test_default_sigma_end_refuses_a_bad_budget(bad):
+    with pytest.raises(ValueError, match="evaluations"):
+        defaults.default_sigma_end(bad)
