@@ -46,15 +46,18 @@ paired bootstrap (the same resampled indices of the same x_T for both) of the di
 `win` if its 95% interval lies below 0, `loss` above, `tie` otherwise.
 
 A `--candidates` section runs the recipes among which the default was chosen (samplers,
-grids, end times and final steps) at NFE 5, 10, 20 and 50; its table is what
+grids, end times and final steps) at NFE 5, 10, 20 and 50, and the exact probability flow from
+the same draws as a reference (what an exact solver gives: a loss it shares is no recipe's
+to remove); its table, with each recipe's losses per budget, is what
 `scoresde/samplers/defaults.py` cites.
 
 Usage:
     python benchmarks/bench_defaults.py [--quick] [--candidates] [--device cpu] [--out benchmarks/results]
 
-Full run (6,000 samples, 12 problem x SDE pairs, NFE 5, 10, 20, 50): 21 minutes on one shared,
-loaded CPU core (exact scores are cheap; the time is the peers' loops and the bootstrap);
-`--quick` (2,000 samples, NFE 10, 20): 3 to 4 minutes there.
+Full run with `--candidates` (6,000 samples, 12 problem x SDE pairs, NFE 5, 10, 20, 50, 8 peers,
+9 candidates and the reference): 13 minutes on one CPU core (exact scores are cheap; the time is
+the peers' loops and the bootstrap); without `--candidates` about half that; `--quick` (2,000
+samples, NFE 10, 20): 1 to 2 minutes.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ The default recipe, when `sampler` is left out, with $N$ = `steps` evaluations:
 * **sampler** [`DEFAULT_SAMPLER`][scoresde.samplers.defaults.DEFAULT_SAMPLER]: DPM-Solver++(2M);
 * **grid** [`DEFAULT_GRID`][scoresde.samplers.defaults.DEFAULT_GRID]: uniform in the log-SNR;
 * **end** [`default_sigma_end`][scoresde.samplers.defaults.default_sigma_end]: where
-  $\hat\sigma = \sigma_t/\alpha_t = 1/(2N)$, kept within $[0.01, 0.1]$ (10 evaluations:
-  $\hat\sigma = 0.05$; 20: 0.025; 50 or more: 0.01), and not before the SDE's
+  $\hat\sigma = \sigma_t/\alpha_t = 0.3/N$, kept within $[0.01, 0.1]$ (5 evaluations: 0.06;
+  10: 0.03; 20: 0.015; 30 or more: 0.01), and not before the SDE's
   [`default_t_end`][scoresde.time_grids.default_t_end]
   ([`default_t_end`][scoresde.samplers.defaults.default_t_end] gives the time);
 * **final step** [`DEFAULT_DENOISE`][scoresde.samplers.defaults.DEFAULT_DENOISE]: the run ends
@@ -25,43 +25,53 @@ The default recipe, when `sampler` is left out, with $N$ = `steps` evaluations:
 
 Why each part. Each recipe's verdicts against the best peer default at each problem, SDE and
 measure (48 comparisons per budget; a loss is a 95% paired-bootstrap interval of the
-difference above 0), from `python benchmarks/bench_defaults.py --candidates` (6,000 samples):
+difference above 0), from `python benchmarks/bench_defaults.py --candidates` (6,000 samples;
+the row marked * from the same comparisons, with the same draws, peers and bootstrap, run
+outside the script):
 
 | recipe | losses at NFE 5 / 10 / 20 / 50 |
 |---|---|
-| **2M, log-SNR grid to $\hat\sigma = 1/(2N)$ in $[0.01, 0.1]$, the flow's last step** (the default) | 32 / 6 / 2 / 0 |
+| **2M, log-SNR grid to $\hat\sigma = 0.3/N$ in $[0.01, 0.1]$, the flow's last step** (the default) | 32 / 8 / 1 / 0 |
 | UniPC-2, log-SNR grid to $\hat\sigma = 0.01$, the flow's last step (the previous default) | 36 / 18 / 4 / 1 |
 | 2M, the same grid to $\hat\sigma = 0.05$ at every budget | 32 / 6 / 1 / 6 |
 | 2M, to $\hat\sigma = 0.02$ at every budget | 30 / 14 / 1 / 0 |
+| 2M, to $\hat\sigma = 0.5/N$ in $[0.01, 0.1]$ * | 32 / 6 / 2 / 0 |
 | UniPC-2, to $\hat\sigma = 0.05$ at every budget | 28 / 10 / 5 / 7 |
-| UniPC-3, to $\hat\sigma = 0.03$ at every budget | 38 / 13 / 0 / - |
-| the exact probability flow from the same draws (a reference, 300 steps) | 0 / 0 / 0 / 1 |
+| UniPC-3, to $\hat\sigma = 0.03$ at every budget | 38 / 13 / 0 / 2 |
+| 2M, Karras grid ($\rho = 7$) to $\hat\sigma = 0.05$ | 34 / 30 / 8 / 6 |
+| 2M, uniform-$t$ grid to $\hat\sigma = 0.05$ | 38 / 18 / 12 / 10 |
+| 2M, log-SNR grid to $t = 10^{-3}$, Tweedie's last step | 36 / 27 / 5 / 2 |
+| the exact probability flow from the same draws (a reference: 300 steps) | 0 / 0 / 0 / 1 |
 
 * The **end moves with the budget**. A grid uniform in the log-SNR from $\hat\sigma_T$ (152 for
-  the VP SDE) to $\hat\sigma_{\text{end}}$ takes steps of $h = \log(\hat\sigma_T/\hat\sigma_{\text{end}})/(N-2)$;
+  the VP SDE) to $\hat\sigma_{\text{end}}$ takes steps of $h = \log(\hat\sigma_T/\hat\sigma_{\text{end}})/(N-1)$;
   ending at 0.01 spends a step or two of a 10-evaluation budget below the noise levels where
   anything is decided, and the steps where the modes are decided ($\hat\sigma$ from about 0.3
   to 30) become too long. Ending higher shortens every step, and costs the flow's last step
-  $O(\hat\sigma_{\text{end}}^4/s^4)$ in a component of standard deviation $s$; the measured
-  best end fell from about 0.05 at 10 evaluations to 0.02-0.03 at 20 and 0.01-0.02 at 50
-  (at a fixed 0.05 the 50-evaluation run loses the spread of the narrowest components).
+  $O(\hat\sigma_{\text{end}}^4/s^4)$ in a component of standard deviation $s$: at a fixed 0.05
+  the 50-evaluation run loses the spread of the narrowest components (6 losses). The measured
+  best end fell from about 0.05 at 10 evaluations to 0.02-0.03 at 20 and 0.01-0.02 at 50.
+  $0.3/N$ rather than $0.5/N$ (which loses 2 comparisons fewer at 10 evaluations): at the
+  default 20 evaluations it ends at 0.015 instead of 0.025, so that data narrower than the
+  benchmark's (a component of standard deviation 0.02: +2.5% instead of +11% of spread) and
+  data on thin sets (where the flow's step leaves $\hat\sigma_{\text{end}}/2$ of noise, see
+  [`final_step`][scoresde.samplers.run.final_step]) keep what the end at 0.01 gave them.
 * The **final step**: the flow's, which keeps the within-mode spread that Tweedie's posterior
-  mean removes (see [`final_step`][scoresde.samplers.run.final_step] for data thinner than
-  the remaining noise, where Tweedie's is right).
+  mean removes (the Tweedie row: 27 losses at 10 evaluations).
 * The **grid**: uniform in log-SNR. Karras's $\rho = 7$ spends the budget at low noise and
-  loses the mode decisions (off-mode shares up to 300 times the best peer's at NFE 10;
-  $\rho = 3$ and 5: 40 and 39 losses of 48 at NFE 10); uniform $t$ decides the modes well on
-  VP but is poor on the many-mode and sub-VP problems.
+  loses the mode decisions; uniform $t$ decides the modes well on VP but is poor on the
+  many-mode and sub-VP problems. (A log-SNR grid 1.5 times as dense around $\hat\sigma = 1$
+  measured 30 / 8 / 2 / 0 with 2M: no gain worth a data-scale assumption.)
 * The **sampler**: DPM-Solver++(2M). With the end above $\hat\sigma = 0.01$ it loses less
   than UniPC-2 (6 against 10 at NFE 10, with the end at 0.05), whose corrector extrapolates
   over the same long steps; the third-order UniPC-3 pays only from about 20 evaluations.
-* The **losses that remain**: at 10 evaluations the mode-weight TV of the 32-D problem under
-  VP and sub-VP (diffusers' uniform-$t$ grids spend more steps where its 10 modes are
-  decided), the sliced W2 of the anisotropic Gaussian under VP and sub-VP (its standard
-  deviation of 10 is decided at $\hat\sigma \approx 10$-50); at 5 evaluations most measures.
-  The exact probability flow wins or ties every one of them: they are the discretisation
-  error of 4 to 9 steps, not a limit of the recipe's family. Its one loss, at 50 evaluations,
-  is below the bootstrap's resolution of the best of eight peers.
+* The **losses that remain** at 10 evaluations: the mode-weight TV of the 32-D problem (VP,
+  sub-VP, VE) and its SW2 under VE, the SW2 of the anisotropic Gaussian under VP and sub-VP
+  (its standard deviation of 10 is decided at $\hat\sigma$ of 10 to 50), and the within-mode
+  spread of the narrow+wide problem under VP and VE; at 5 evaluations most measures. The
+  exact probability flow wins or ties every one of them: they are the discretisation error of
+  4 to 9 steps, not a limit of the recipe's family. Its one loss, at 50 evaluations, is below
+  the bootstrap's resolution of the best of eight peers (SW2 0.0993 against 0.0984).
 
 A sampler passed explicitly keeps its own defaults (its grid, no final step unless
 `denoise` is given), so that a chosen method runs as its paper writes it.
@@ -94,16 +104,16 @@ DEFAULT_STEPS: int = 20
 
 SIGMA_END_RANGE: tuple[float, float] = (0.01, 0.1)
 r"""The range within which [`default_sigma_end`][scoresde.samplers.defaults.default_sigma_end] keeps
-$1/(2N)$: 0.01 is the noise left at the VP SDE's $t = 10^{-3}$ and at the VE SDE's $\sigma_{\min}$
+$0.3/N$: 0.01 is the noise left at the VP SDE's $t = 10^{-3}$ and at the VE SDE's $\sigma_{\min}$
 (below it nothing is decided any more); above 0.1 the flow's last step would blur components
 of standard deviation 0.1."""
 
 
 def default_sigma_end(evaluations: int) -> float:
     r"""The noise level $\hat\sigma = \sigma_t/\alpha_t$ where the default recipe's grid ends, for a
-    budget of `evaluations` $= N$ (the final step included): $1/(2N)$, kept within
-    [`SIGMA_END_RANGE`][scoresde.samplers.defaults.SIGMA_END_RANGE] (5 evaluations: 0.1;
-    10: 0.05; 20: 0.025; 50 or more: 0.01). Measured in the module's table."""
+    budget of `evaluations` $= N$ (the final step included): $0.3/N$, kept within
+    [`SIGMA_END_RANGE`][scoresde.samplers.defaults.SIGMA_END_RANGE] (5 evaluations: 0.06;
+    10: 0.03; 20: 0.015; 30 or more: 0.01). Measured in the module's table."""
     evaluations = check_int("evaluations", evaluations)
     if evaluations < 1:
         raise ValueError(f"evaluations: expected a number of evaluations >= 1, got {evaluations}")
