@@ -126,7 +126,8 @@ def quality_table(device, quick, out):
         guided = guided_score(exact.score, exact.conditional(y).score, w)
         gen = torch.Generator(device).manual_seed(0)
         with torch.no_grad():
-            x = impute(sde, guided, torch.zeros(n, 2, device=device), empty, steps=200, generator=gen).cpu()
+            x = impute(sde, guided, torch.zeros(n, 2, device=device), empty, steps=200, generator=gen,
+                       denoise=False).cpu()  # to t_end, as measured
         samples[w] = x
         k = torch.cdist(x, mix.means).argmin(1)
         on = mix.labels[k] == y
@@ -142,7 +143,8 @@ def quality_table(device, quick, out):
         guided = guided_score(exact.score, exact.conditional(y).score, GuidanceInterval(4.0, lo, hi), sde=sde)
         gen = torch.Generator(device).manual_seed(0)
         with torch.no_grad():
-            x = impute(sde, guided, torch.zeros(n, 2, device=device), empty, steps=200, generator=gen).cpu()
+            x = impute(sde, guided, torch.zeros(n, 2, device=device), empty, steps=200, generator=gen,
+                       denoise=False).cpu()  # to t_end, as measured
         k = torch.cdist(x, mix.means).argmin(1)
         spread = ((x - mix.means[k]).pow(2).sum(-1).mean() / 2).sqrt().item()
         on = mix.labels[k] == y

@@ -148,7 +148,7 @@ def run(args):
                 try:
                     with torch.no_grad():
                         x = sample(sde, score, (n, D), sampler=sampler, steps=steps, generator=torch.Generator(device).manual_seed(2),
-                                   device=device, dtype=F64)
+                                   device=device, dtype=F64, denoise=False)  # the samplers' own steps, as measured
                     if device.type == "cuda":
                         torch.cuda.synchronize()
                     m = metrics(x.cpu(), post, A, y) if bool(torch.isfinite(x).all()) else None

@@ -71,7 +71,7 @@ def main(argv=None) -> dict:
     panels = {"real digits": held_out[:n]}
     with torch.no_grad():
         panels[f"annealed Langevin, {levels.L} x {args.langevin_steps} steps"] = scoresde.sample(
-            sde, model, (n, 1, 8, 8), langevin, steps=steps, generator=g(), device=device)
+            sde, model, (n, 1, 8, 8), langevin, steps=steps, generator=g(), device=device, denoise=False)
         panels["... + final denoising (NCSNv2)"] = scoresde.sample(
             sde, model, (n, 1, 8, 8), langevin, steps=steps, generator=g(), device=device, denoise=True)
         pc_steps = 2 if args.smoke else 250

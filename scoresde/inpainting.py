@@ -113,7 +113,7 @@ def impute(
     grid=None,
     t_end: float | None = None,
     x_init: Tensor | None = None,
-    denoise: bool | str = False,
+    denoise: bool | str | None = None,
     callback=None,
     progress: bool | dict = False,
     corrector_steps: int = 0,

@@ -237,6 +237,14 @@ class Sampler(Options):
     #: whether the sampler chooses its own steps (then only the grid's ends are used)
     adaptive: ClassVar[bool] = False
 
+    @property
+    def steps_to_zero_noise(self) -> bool:
+        """Whether the sampler takes its own last step from the grid's end into zero noise (as
+        `LMS(to_zero=True)` and `EDMHeun(to_zero=True)` do); if not, and its grid ends with noise
+        left, [`sample`][scoresde.samplers.run.sample] finishes with the final step of the default
+        recipe unless `denoise` says otherwise."""
+        return False
+
     def evaluations(self, steps: int) -> int:
         """Score evaluations of a run with `steps` steps (without the optional final denoising)."""
         return steps

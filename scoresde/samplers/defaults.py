@@ -81,8 +81,13 @@ outside the script):
   4 to 9 steps, not a limit of the recipe's family. Its one loss, at 50 evaluations, is below
   the bootstrap's resolution of the best of eight peers (SW2 0.0993 against 0.0984).
 
-A sampler passed explicitly keeps its own defaults (its grid, no final step unless
-`denoise` is given), so that a chosen method runs as its paper writes it.
+A sampler passed explicitly keeps its own defaults, so that a chosen method runs as its paper
+writes it: its grid and `steps` (each step on the grid). Where that grid ends with noise left,
+the run ends with this recipe's final step into zero noise too
+([`DEFAULT_DENOISE`][scoresde.samplers.defaults.DEFAULT_DENOISE]), as one more evaluation, unless
+the sampler steps there itself
+([`steps_to_zero_noise`][scoresde.samplers.base.Sampler.steps_to_zero_noise]); `denoise=False` ends
+at $t_{\text{end}}$ with its noise left.
 """
 
 from __future__ import annotations

@@ -95,6 +95,10 @@ class LMS(Sampler):
     default_steps: ClassVar[int] = 20
     default_grid: ClassVar[TimeGrid] = KarrasGrid(7.0)
 
+    @property
+    def steps_to_zero_noise(self) -> bool:  # type: ignore[override]
+        return self.to_zero
+
     def evaluations(self, steps: int) -> int:
         return steps + int(self.to_zero)
 

@@ -128,6 +128,10 @@ class EDMHeun(Sampler):
     def stochastic(self) -> bool:  # type: ignore[override]
         return self.churn > 0
 
+    @property
+    def steps_to_zero_noise(self) -> bool:  # type: ignore[override]
+        return self.to_zero
+
     def evaluations(self, steps: int) -> int:
         return 2 * steps + int(self.to_zero)
 

@@ -8,6 +8,7 @@ last step into zero noise. The defaults it applies live in
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, Callable, Sequence
 
 import solvers
@@ -209,10 +210,9 @@ def sample(
     r"""Draw samples by running `sampler` from the prior at $t = T$ down to $t_{\text{end}}$.
 
     The state starts at $x_T \sim$ the SDE's prior (or `x_init`) and is advanced over a
-    decreasing time grid by the sampler; optionally a final Tweedie step returns
-    $\hat x_0 = (x + \sigma_{t_{\text{end}}}^2 \nabla\log p_{t_{\text{end}}}(x))/\alpha_{t_{\text{end}}}$,
-    which removes the noise left at $t_{\text{end}}$ (EDM's last step to $\sigma = 0$, NCSNv2's
-    final denoising). Runs under `torch.no_grad()`; score callables that need gradients
+    decreasing time grid by the sampler; unless `denoise=False`, a final step into zero noise
+    then removes the noise left at $t_{\text{end}}$ (see `denoise`), so that the result is clean
+    data as every peer's default returns it. Runs under `torch.no_grad()`; score callables that need gradients
     (classifier guidance) enable them locally. Value checks are off inside the loop (no host
     synchronisation per step); a score that returns NaN or inf is reported once at the end,
     with the time at which it first did.
@@ -245,9 +245,14 @@ def sample(
             the probability flow's last step with the score held fixed,
             $(x/\alpha + \hat x_0)/2$, which keeps the spread Tweedie's step removes from
             data that is smooth on the scale of the remaining noise (see
-            [`final_step`][scoresde.samplers.run.final_step]). False: end at $t_{\text{end}}$.
-            Left out (None): no final step for a sampler given explicitly, the default
-            recipe's final step when `sampler` is left out.
+            [`final_step`][scoresde.samplers.run.final_step]). False: end at $t_{\text{end}}$
+            with its noise left (to go on from there, or to reproduce a peer that stops there,
+            as DPM-Solver's code does). Left out (None): when `sampler` is left out, the default
+            recipe's final step, `"flow"`, counted among `steps`; for a sampler given explicitly,
+            the same step whenever its grid ends with noise left, as one more evaluation beyond
+            the sampler's `steps`; none on a grid that already ends at zero noise, or after
+            `LMS(to_zero=True)` and `EDMHeun(to_zero=True)`, which step there themselves
+            ([`steps_to_zero_noise`][scoresde.samplers.base.Sampler.steps_to_zero_noise]).
         callback: called with a [`StepInfo`][scoresde.samplers.base.StepInfo] after each step.
         progress: show a tqdm progress bar (a dict is passed to tqdm as keyword arguments).
         device, dtype: of the state when `x_init` is not given (default: the generator's
@@ -264,8 +269,12 @@ def sample(
     check_sde("sde", sde)
     check_score_callable(score)
     check_progress(progress)
+    # left out, the final step is the default recipe's: counted among its steps, or for a sampler
+    # given explicitly, one more evaluation when its grid ends with noise left
+    denoise_left_out = denoise is None
     if sampler is None:  # the default recipe: sampler, grid, end time and final step (see defaults.py)
         sampler, steps, grid, t_end, denoise = defaults.default_recipe(sde, steps, grid, t_end, denoise)
+        denoise_left_out = False
     if not isinstance(sampler, Sampler):
         raise TypeError(
             "sampler: expected a sampler instance such as DDIM(), DPMSolverPP(order=2), ReverseSDESampler(),"
@@ -334,6 +343,10 @@ def sample(
             f"grid: expected a TimeGrid (UniformTime(), KarrasGrid(), UniformLogSNR()) or a 1-D tensor, got {grid!r}"
         )
     sampler.check(sde, ts)
+    if denoise_left_out and not sampler.steps_to_zero_noise and math.isfinite(
+        sde.log_snr(ts[-1:].detach().to("cpu", torch.float64)).item()
+    ):  # the grid ends with noise left: finish at zero noise, as the default recipe does
+        denoise = defaults.DEFAULT_DENOISE
 
     noise = as_noise_source(generator, shape[0])
     bar = _make_progress(progress, None if sampler.adaptive else sampler.moves(ts.numel() - 1), type(sampler).__name__)

@@ -81,7 +81,7 @@ def test_callback_and_progress(sde, exact):
     seen = []
     steps = 7
     x = scoresde.sample(sde, exact.score, (5, 2), DPMSolverPP(), steps=steps, generator=0, callback=seen.append,
-                        progress=True)
+                        progress=True, denoise=False)
     assert [info.step for info in seen] == list(range(steps))
     assert all(info.t_next < info.t_cur for info in seen)
     assert [info.nfe for info in seen] == list(range(1, steps + 1))
@@ -100,7 +100,7 @@ def test_adaptive_probability_flow_reports_its_steps(exact):
 
 def test_denoise_is_tweedie_at_t_end(sde, exact):
     kw = dict(shape=(5, 2), sampler=DDIM(), steps=10, generator=0)
-    x = scoresde.sample(sde, exact.score, **kw)
+    x = scoresde.sample(sde, exact.score, denoise=False, **kw)
     x0 = scoresde.sample(sde, exact.score, denoise=True, **kw)
     t_end = scoresde.time_grids.default_t_end(sde)
     torch.testing.assert_close(x0, exact.denoiser(x, t_end), rtol=1e-10, atol=1e-10)

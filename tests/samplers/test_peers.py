@@ -59,7 +59,7 @@ def test_dpm_solver_with_final_denoising_is_diffusers_dpm_solver_ending_at_zero_
         assert (taylor - ref).abs().max().item() > 100 * err
         return
     # a first-order last grid step (the denoising not counted as a step) is a different method
-    first_order_last = scoresde.sample(sde, exact.score, sampler=DPMSolverPP(order=2), grid=grid, x_init=x_T)
+    first_order_last = scoresde.sample(sde, exact.score, sampler=DPMSolverPP(order=2), grid=grid, x_init=x_T, denoise=False)
     alpha, sigma = sde.marginal(grid[-1])
     tweedie = (first_order_last + sigma**2 * exact.score(first_order_last, grid[-1].expand(512))) / alpha
     assert (tweedie - ref).abs().max().item() > 100 * err
@@ -79,8 +79,8 @@ def _last_step_by_ddim(sde, exact, sampler, grid, x_T):
     """`sampler` over the grid but its last point, then DDIM's first-order step over the last interval."""
     from scoresde import DDIM
 
-    head = scoresde.sample(sde, exact.score, sampler=sampler, grid=grid[:-1], x_init=x_T)
-    return scoresde.sample(sde, exact.score, sampler=DDIM(), grid=grid[-2:], x_init=head)
+    head = scoresde.sample(sde, exact.score, sampler=sampler, grid=grid[:-1], x_init=x_T, denoise=False)
+    return scoresde.sample(sde, exact.score, sampler=DDIM(), grid=grid[-2:], x_init=head, denoise=False)
 
 
 def test_a_step_more_than_twice_as_long_in_log_snr_is_first_order():
@@ -95,7 +95,7 @@ def test_a_step_more_than_twice_as_long_in_log_snr_is_first_order():
     assert h[-1] > 2 * h[-2] and bool((h[1:-1] <= 2 * h[:-2]).all())
     for sampler in (DPMSolverPP(order=2, lower_order_final=False), DPMSolverPP(order=3, lower_order_final=False),
                     UniPC(order=2, lower_order_final=False, corrector=False)):
-        full = scoresde.sample(sde, exact.score, sampler=sampler, grid=grid, x_init=x_T)
+        full = scoresde.sample(sde, exact.score, sampler=sampler, grid=grid, x_init=x_T, denoise=False)
         tail = _last_step_by_ddim(sde, exact, sampler, grid, x_T)
         assert torch.allclose(full, tail, rtol=0, atol=1e-12), sampler
     # a step at most twice the previous one keeps its order: moving the last point closer changes the method
@@ -103,6 +103,6 @@ def test_a_step_more_than_twice_as_long_in_log_snr_is_first_order():
     near[-1] = 0.12
     assert 0.5 * (sde.log_snr(near[-1:]) - sde.log_snr(near[-2:-1])) <= 2 * h[-2]
     sampler = DPMSolverPP(order=2, lower_order_final=False)
-    full = scoresde.sample(sde, exact.score, sampler=sampler, grid=near, x_init=x_T)
+    full = scoresde.sample(sde, exact.score, sampler=sampler, grid=near, x_init=x_T, denoise=False)
     tail = _last_step_by_ddim(sde, exact, sampler, near, x_T)
     assert (full - tail).abs().max() > 1e-4

@@ -32,7 +32,7 @@ B = 16
 def one_step(sde, score, sampler, t_cur, t_next, x, seed=3):
     """One sampler step from x at t_cur to t_next, and the standard normal it drew (same generator)."""
     grid = torch.tensor([float(t_cur), float(t_next)])
-    out = scoresde.sample(sde, score, sampler=sampler, grid=grid, x_init=x, generator=torch.Generator().manual_seed(seed))
+    out = scoresde.sample(sde, score, sampler=sampler, grid=grid, x_init=x, generator=torch.Generator().manual_seed(seed), denoise=False)
     z = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
     return out, z
 
@@ -140,7 +140,7 @@ def test_ddim_is_first_order_exponential_integrator(sde):
         eps = -s_c * exact.score(x, t_cur)
         x = (a_n / a_c) * x - s_n * torch.expm1(h) * eps
     for sampler in (DDIM(), DPMSolverPP(order=1), UniPC(order=1, corrector=False)):
-        out = scoresde.sample(sde, exact.score, sampler=sampler, grid=ts, x_init=x_T)
+        out = scoresde.sample(sde, exact.score, sampler=sampler, grid=ts, x_init=x_T, denoise=False)
         torch.testing.assert_close(out, x, rtol=1e-10, atol=1e-10)
 
 
@@ -232,7 +232,7 @@ def test_edm_heun_is_karras_algorithm_2(sde, churn):
     ts = scoresde.time_grids.KarrasGrid(7.0)(sde, steps)
     x_T = sde.prior_sample((B, 2), generator=torch.Generator().manual_seed(0))
     sampler = EDMHeun(churn=churn, s_tmin=0.05, s_tmax=50.0, s_noise=s_noise)
-    out = scoresde.sample(sde, exact.score, sampler=sampler, grid=ts, x_init=x_T, generator=torch.Generator().manual_seed(7))
+    out = scoresde.sample(sde, exact.score, sampler=sampler, grid=ts, x_init=x_T, generator=torch.Generator().manual_seed(7), denoise=False)
 
     g = torch.Generator().manual_seed(7)
     alpha, sigma = sde.marginal(ts)
