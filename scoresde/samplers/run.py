@@ -212,8 +212,8 @@ def sample(
     The state starts at $x_T \sim$ the SDE's prior (or `x_init`) and is advanced over a
     decreasing time grid by the sampler; unless `denoise=False`, a final step into zero noise
     then removes the noise left at $t_{\text{end}}$ (see `denoise`), so that the result is clean
-    data as every peer's default returns it. Runs under `torch.no_grad()`; score callables that need gradients
-    (classifier guidance) enable them locally. Value checks are off inside the loop (no host
+    data, as every peer's default returns it. Runs under `torch.no_grad()`; score callables that
+    need gradients (classifier guidance) enable them locally. Value checks are off inside the loop (no host
     synchronisation per step); a score that returns NaN or inf is reported once at the end,
     with the time at which it first did.
 
