@@ -8,8 +8,8 @@ import solvers
 import torch
 
 import scoresde
-from scoresde import (LMS, DDIM, Ancestral, DPMSolverPP, EDMHeun, GaussianMixture, LangevinCorrector, PredictorCorrector,
-                      ReverseDiffusion)
+from scoresde import (LMS, DDIM, Ancestral, DPMSolverPP, EDMHeun, GaussianMixture, LangevinCorrector,
+                      PredictorCorrector, ReverseDiffusion)
 from scoresde.samplers import ProbabilityFlowSampler, ReverseSDESampler, defaults
 
 from ..conftest import devices
@@ -59,7 +59,8 @@ def test_flow_end_error_is_fourth_order_in_the_remaining_noise(name):
         t_end = t_at(sde, sigma_hat)
         end = dict(sampler=TIGHT, grid=torch.tensor([sde.T, t_end]), x_init=x_T)
         x_end = scoresde.sample(sde, exact.score, denoise=False, **end)
-        x_0 = scoresde.sample(sde, exact.score, sampler=TIGHT, grid=torch.tensor([t_end, 0.0]), x_init=x_end, denoise=False)
+        x_0 = scoresde.sample(sde, exact.score, sampler=TIGHT, grid=torch.tensor([t_end, 0.0]), x_init=x_end,
+                              denoise=False)
         for how in ("flow", "tweedie"):
             y = scoresde.sample(sde, exact.score, denoise=how, **end)
             errors[how, sigma_hat] = (y - x_0).pow(2).sum(1).mean().sqrt().item()
@@ -158,9 +159,9 @@ def test_no_final_step_where_the_run_already_ends_at_zero_noise():
 
 def test_an_explicit_sampler_returns_the_data_spread():
     """N(0, s^2) data with s = 0.02, twice the noise VP leaves at t = 1e-3 (sigma_hat = 0.0105):
-    a tight probability-flow solve stops with a spread of sqrt(s^2 + sigma_hat^2), 12.9% too wide, and ends with
-    the data's (the flow's step is off by (1 + c)/2 sqrt(c) - 1 = 0.7% with c = 1/(1 + sigma_hat^2/s^2));
-    the tolerance is 4 standard errors of a spread estimated from n = 8000 draws in 2 dimensions,
+    a tight probability-flow solve stops with a spread of sqrt(s^2 + sigma_hat^2), 12.9% too
+    wide, and ends with the data's (the flow's step is off by (1 + c)/2 sqrt(c) - 1 = 0.7% with
+    c = 1/(1 + sigma_hat^2/s^2)); the tolerance is 4 standard errors of a spread estimated from n = 8000 draws in 2 dimensions,
     4 / sqrt(2 n d) = 2.2%."""
     sde, s, n = SDES["vp"](), 0.02, 8000
     exact = GaussianMixture.gaussian(torch.zeros(2), s).diffused(sde)
