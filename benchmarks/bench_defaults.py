@@ -374,12 +374,18 @@ def exact_flow(p: Problem, x_T: torch.Tensor, nfe: int, score) -> torch.Tensor:
     the budget's score, and its evaluations are not counted). Against 1500 steps its samples move
     by an RMS of 3e-4 to 1e-3 on 2,000 draws of the narrow+wide, 32-D and anisotropic problems
     (VP, VE); on narrow+wide under VE a few draws on a decision boundary change mode (RMS 0.04)."""
+    return flow_from(p.sde, p.exact.score, x_T.double(), 300).to(x_T.dtype)
+
+
+def flow_from(sde, score, x_T: torch.Tensor, steps: int) -> torch.Tensor:
+    """The probability flow of `score` from x_T: `steps` steps of 2M on the log-SNR grid to
+    sigma_hat = 1e-3, then the flow's last step (the references of `--candidates`, `--guided` and
+    `--pathwise`)."""
     from scoresde import DPMSolverPP
     from scoresde.time_grids import UniformLogSNR
 
-    x = scoresde.sample(p.sde, p.exact.score, sampler=DPMSolverPP(), steps=300, grid=UniformLogSNR(),
-                        t_end=t_at(p.sde, 1e-3), x_init=x_T.double(), denoise="flow")
-    return x.to(x_T.dtype)
+    return scoresde.sample(sde, score, sampler=DPMSolverPP(), steps=steps, grid=UniformLogSNR(),
+                           t_end=t_at(sde, 1e-3), x_init=x_T, denoise="flow")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -563,7 +569,7 @@ def pathwise_table(nfes=(5, 10, 20, 30, 50), n: int = 2000) -> str:
             for recipe, sampler in recipes.items():
                 for b in nfes:
                     if sampler is None:
-                        x = scoresde.sample(p.sde, p.exact.score, x_init=x_T, steps=b)
+                        x = ours_default(p, x_T, b, p.exact.score)
                     else:
                         x = in_the_defaults_place(p.sde, p.exact.score, sampler, b, x_T)
                     errors[recipe][b].append(((x - ref).pow(2).sum(1).mean().sqrt() / scale).item())
@@ -581,8 +587,7 @@ def guided_table(nfes=(5, 10, 20, 30), scales=(3.0, 7.5), n: int = 2000) -> str:
     Our default against the same grid and end with the noise-prediction DEIS (order 3), UniPC-2,
     UniPC-3 and DPM-Solver++(3M) in its place: the guided score is far from a data distribution's,
     and the multistep methods' extrapolations behave differently on it."""
-    from scoresde import DPMSolverPP, guided_score
-    from scoresde.time_grids import UniformLogSNR
+    from scoresde import guided_score
 
     mixture = GaussianMixture.ring(8, labels=[0, 1] * 4, std=0.1)
     others = same_grid_and_end()
@@ -593,8 +598,7 @@ def guided_table(nfes=(5, 10, 20, 30), scales=(3.0, 7.5), n: int = 2000) -> str:
         for scale in scales:
             score = guided_score(p.score, p.conditional(1).score, scale=scale)
             x_T = torch.randn(n, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * sde.prior_std
-            ref = scoresde.sample(sde, score, sampler=DPMSolverPP(), steps=400, grid=UniformLogSNR(),
-                                  t_end=t_at(sde, 1e-3), x_init=x_T, denoise="flow")
+            ref = flow_from(sde, score, x_T, 400)
             rows = {"ours (default)": [scoresde.sample(sde, score, x_init=x_T, steps=b) for b in nfes]}
             for name, sampler in others.items():
                 rows[name] = [in_the_defaults_place(sde, score, sampler, b, x_T) for b in nfes]

@@ -69,15 +69,15 @@ outside the script):
   times closer to the exact flow from 20 evaluations on (RMS distance over the data's RMS
   norm, geometric mean of the 12 problems, at NFE 20: 0.0079 and 0.018 against 0.034;
   `python benchmarks/bench_defaults.py --pathwise`) but loses about as many comparisons (the
-  UniPC-3 row, ending at 0.03: 0 / 2 at NFE 20 / 50 against 1 / 0) and strays from a guided score (1.37 and
-  0.24 against 0.065 at NFE 20, VP). DEIS of order 3, which extrapolates the noise prediction,
+  UniPC-3 row, ending at 0.03: 0 / 2 at NFE 20 / 50 against 1 / 0) and strays from a guided
+  score (1.37 and 0.24 against 0.065 at NFE 20, VP). DEIS of order 3, which extrapolates the noise prediction,
   loses fewer comparisons at NFE 10 (3 against 8) but follows a guided score worse: with
   classifier-free guidance at scale 3 on the labelled ring, its samples' RMS distance to the
   guided flow from the same draws is 3.6 against 2M's 0.90 at 10 evaluations and 0.17 against
   0.065 at 20 (VP; VE: 1.5 against 0.56, 0.16 against 0.024;
   `python benchmarks/bench_defaults.py --guided`, which also prints UniPC-2, UniPC-3 and 3M in
-  the same place). Guidance is composed on the score in this package, and the data-prediction form is what keeps it stable (Lu et al.,
-  DPM-Solver++, 2022), so the default stays with 2M.
+  the same place). Guidance is composed on the score in this package, and the data-prediction
+  form is what keeps it stable (Lu et al., DPM-Solver++, 2022), so the default stays with 2M.
 * The **losses that remain** at 10 evaluations: the mode-weight TV of the 32-D problem (VP,
   sub-VP, VE) and its SW2 under VE, the SW2 of the anisotropic Gaussian under VP and sub-VP
   (its standard deviation of 10 is decided at $\hat\sigma$ of 10 to 50), and the within-mode
